@@ -1,0 +1,38 @@
+"""The `imtext` command line. Commands import their flows lazily to keep start-up fast."""
+
+from __future__ import annotations
+
+import typer
+
+from flows.commands import sql as sql_cmd
+
+app = typer.Typer(
+    name="imtext",
+    help="ImageNet + text: ingest, harvest, validate, train, curate and export, on a DuckLake warehouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("sql")(sql_cmd.sql)
+app.command("snapshots")(sql_cmd.snapshots)
+
+
+def _register() -> None:
+    """Attach the command modules that exist (each issue adds its own module)."""
+    import importlib
+
+    for name in ("ingest", "harvest", "validate", "train", "curate", "export", "serve", "demo"):
+        try:
+            module = importlib.import_module(f"flows.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"flows.commands.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

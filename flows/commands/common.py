@@ -1,0 +1,40 @@
+"""Shared helpers of the CLI commands: environment defaults and user-facing error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable)
+
+
+def prefect_env() -> None:
+    """Offline-friendly Prefect defaults, set before Prefect is first imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def user_errors(fn: F) -> F:
+    """Turn input and warehouse errors into a one-line message on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tasks.errors import InputError
+        from warehouse.db import WarehouseError
+
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, WarehouseError, FileNotFoundError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted; re-run the same command to resume", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
