@@ -1,0 +1,215 @@
+"""The curate flow: score every image text out-of-fold, keep or drop it, report the decisions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated
+
+import polars as pl
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from tasks import report as reports
+from tasks import scoring
+from tasks.errors import InputError
+
+
+@flow(name="curate")
+def curate_flow(
+    min_p_true: Annotated[
+        float,
+        Field(ge=0.0, le=1.0, description="keep a text when its class probability p_true is at least this"),
+    ] = scoring.DEFAULT_MIN_P_TRUE,
+    top_k: Annotated[
+        int, Field(ge=0, description="or when its class is among the scorer's top k guesses (0: rule off)")
+    ] = scoring.DEFAULT_TOP_K,
+    scorer: Annotated[
+        str, Field(description="transformer, baseline, ensemble, or auto (better held-out macro-F1)")
+    ] = "auto",
+    training_run: Annotated[
+        str | None,
+        Field(description="run id of the training run whose models score (default: latest complete)"),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        Field(description="JSONL of {text_id, relevant}: measure the decisions, draw the PR curve"),
+    ] = None,
+    target_precision: Annotated[
+        float | None,
+        Field(
+            gt=0.0,
+            le=1.0,
+            description="with labels: pick min_p_true as the lowest threshold reaching this precision",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, Field(ge=1, description="texts per forward pass")
+    ] = scoring.DEFAULT_BATCH_SIZE,
+    junk_min_p_true: Annotated[
+        float,
+        Field(ge=0.0, le=1.0, description="a junk-marked text needs p_true at least this (and min_p_true)"),
+    ] = scoring.DEFAULT_JUNK_MIN_P_TRUE,
+    masked_texts: Annotated[
+        int, Field(ge=0, description="held-out texts for the masked-class-name evaluation (0: skip)")
+    ] = 500,
+    device: Annotated[
+        str | None, Field(description="torch device for the transformer (default: cuda if present)")
+    ] = None,
+) -> dict:
+    """Score every image text with a model that never saw it, store keep/drop decisions, write the report."""
+    from flows.runtime import open_warehouse, run_id
+    from flows.settings import load_settings
+
+    logger = get_run_logger()
+    settings = load_settings()
+    if target_precision is not None and labels is None:
+        raise InputError("--target-precision needs --labels (a JSONL file of {text_id, relevant})")
+    label_frame = scoring.load_labels(labels) if labels else None
+    policy = scoring.Policy(
+        min_p_true=min_p_true,
+        top_k=top_k,
+        junk_min_p_true=junk_min_p_true,
+        threshold_source="default"
+        if (min_p_true, top_k) == (scoring.DEFAULT_MIN_P_TRUE, scoring.DEFAULT_TOP_K)
+        else "user",
+    )
+    rid = run_id()
+    started = dt.datetime.now(dt.UTC)
+    wh = open_warehouse(settings)
+    try:
+        con = wh.con
+        plan = scoring.plan_scoring(scoring.read_models(con), scorer, training_run)
+        logger.info("scorer %s from training run %s: %s", plan.scorer, plan.training_run, plan.reason)
+        snapshot = wh.current_snapshot()
+        texts = scoring.read_texts(con, plan.snapshot)
+        if texts.is_empty():
+            raise InputError("no image texts to score: run `imtext harvest images` first")
+        assigned = scoring.assign_scorers(texts, plan)
+
+        ensembles: list[dict] = []
+        stored = scoring.read_ensembles(con, plan.model_ids) if plan.scorer == "ensemble" else {}
+        for spec in plan.specs.values():
+            spec.temperatures = stored.get(spec.model_id, spec.temperatures)
+        uncalibrated = plan.scorer == "ensemble" and any(s.temperatures is None for s in plan.specs.values())
+        # Both kinds trained: calibrate them anyway (2,000 texts) so the masked-name table shows the ensemble.
+        calibrate = uncalibrated or (len(plan.by_kind) == 2 and masked_texts > 0)
+        held_out = scoring.held_out_task(
+            plan,
+            assigned,
+            scoring.lemma_table(con),
+            calibrate=calibrate,
+            masked_texts=masked_texts,
+            batch_size=batch_size,
+            device=device,
+            seed=plan.seed,
+            temperatures=_stored_temperatures(plan),
+        )
+        if plan.scorer == "ensemble":
+            ensembles = scoring.ensemble_rows(plan, held_out["temperatures"], rid)
+
+        pending = scoring.pending_texts(con, assigned)
+        logger.info("%d of %d texts need a score", pending.height, assigned.height)
+        scored_now = 0
+        if not pending.is_empty():
+            scored_now = scoring.score_texts_task(
+                wh, plan, pending, policy, rid, batch_size=batch_size, device=device
+            )
+        decided = scoring.read_decisions(con, assigned)
+
+        curve = None
+        label_info: dict | None = None
+        if label_frame is not None:
+            policy, curve, label_info = scoring.tune_policy(decided, label_frame, policy, target_precision)
+            if target_precision is not None:
+                logger.info(
+                    "min_p_true %.4f from the labels (target precision %s %s)",
+                    policy.min_p_true,
+                    target_precision,
+                    "reached" if label_info["target_reached"] else "NOT reached",
+                )
+        decided = scoring.apply_policy(decided, policy)
+        kept = int(decided["kept"].sum())
+        per_class = scoring.per_class_stats(con, decided)
+        summary = {
+            "run_id": rid,
+            "scorer": plan.scorer,
+            "scorer_reason": plan.reason,
+            "training_run": plan.training_run,
+            "model_ids": plan.model_ids,
+            "candidates": plan.candidates,
+            "temperatures": _stored_temperatures(plan) if plan.scorer == "ensemble" else {},
+            "snapshot": snapshot,
+            "policy": policy.as_dict(),
+            "texts": decided.height,
+            "scored_now": scored_now,
+            "kept": kept,
+            "dropped": decided.height - kept,
+            "kept_ratio": kept / decided.height if decided.height else None,
+            "classes_without_text": int(
+                per_class.filter((pl.col("texts") > 0) & (pl.col("kept") == 0)).height
+            ),
+            "classes_without_any_text": int(per_class.filter(pl.col("texts") == 0).height),
+            "masked": held_out["masked"],
+        }
+        if label_frame is not None:
+            metrics = scoring.label_metrics(decided, label_frame)
+            summary["labels"] = {**label_info, **metrics}
+            summary.update(precision=metrics["precision"], recall=metrics["recall"])
+            summary.update(keep_precision=metrics["keep_precision"], keep_recall=metrics["keep_recall"])
+        finished = dt.datetime.now(dt.UTC)
+        summary["finished_at"] = finished.isoformat()
+        html = reports.curation_report_html(
+            summary,
+            p_true=decided["p_true"].to_numpy(),
+            kept=decided["kept"].to_numpy(),
+            per_class=per_class,
+            curve=curve,
+        )
+        report = reports.write_report(html, settings.reports_dir, f"curate-{rid}.html")
+        summary["report"] = str(report)
+        run_row = {
+            "run_id": rid,
+            "scorer": plan.scorer,
+            "scorer_reason": plan.reason,
+            "training_run": plan.training_run,
+            "policy": policy.to_json(),
+            "snapshot": snapshot,
+            "texts": decided.height,
+            "kept": kept,
+            "dropped": decided.height - kept,
+            "metrics": json.dumps(
+                {k: summary.get(k) for k in ("labels", "masked", "candidates", "temperatures")}, default=str
+            ),
+            "report_path": str(report),
+            "started_at": started,
+            "finished_at": finished,
+        }
+        summary["changed_decisions"] = scoring.persist_task(wh, decided, plan, policy, run_row, ensembles)
+        wh.compact()
+        reports.publish(
+            report,
+            per_class.select(
+                "wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text"
+            ).to_dicts(),
+            key="curation",
+            description=f"kept {kept:,} of {decided.height:,} texts ({plan.scorer} scorer)",
+        )
+        logger.info(
+            "kept %d and dropped %d of %d texts; report %s",
+            kept,
+            decided.height - kept,
+            decided.height,
+            report,
+        )
+        return summary
+    finally:
+        wh.close()
+
+
+def _stored_temperatures(plan: scoring.ScoringPlan) -> dict[str, float]:
+    """Temperatures per kind from an ensemble already registered (so a re-run keeps its calibration)."""
+    for spec in plan.specs.values():
+        if spec.kind == "ensemble" and spec.temperatures is not None:
+            return {m.kind: t for m, t in zip(spec.members, spec.temperatures, strict=True)}
+    return {}
