@@ -18,6 +18,18 @@ from tasks.classifier import (
     save_classifier,
 )
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared machine: one thread is faster than contended ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 WNIDS = ["n01440764", "n01443537", "n02085620"]
 WORDS = {"n01440764": "tench fish", "n01443537": "goldfish bowl", "n02085620": "chihuahua dog"}
 TEXTS = [f"my {WORDS[w]} number {i} on a sunny day" for i in range(6) for w in WNIDS]
