@@ -40,6 +40,8 @@ class ServeOptions:
     log_dir: Path | None = None
     poll_seconds: float = 2.0
     startup_timeout_s: float = 180.0
+    only: frozenset[str] | None = None
+    prepare_warehouse: bool = True
 
     @property
     def api_url(self) -> str:
@@ -189,7 +191,48 @@ def _register(options: ServeOptions, env: dict[str, str]) -> Registered:
     if env.get("PREFECT_API_AUTH_STRING"):
         updates[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
     with temporary_settings(updates=updates):
-        return setup_project(options.prefect_file)
+        return setup_project(options.prefect_file, only=set(options.only) if options.only else None)
+
+
+def ensure_postgres_database(dsn: str) -> bool:
+    """Create the database named in a libpq `dsn` when it does not exist; True when created."""
+    import psycopg2
+    from psycopg2 import errors, sql
+    from psycopg2.extensions import parse_dsn
+
+    params = parse_dsn(dsn)
+    name = params.pop("dbname", None)
+    if not name:
+        raise InputError("IMTEXT_WAREHOUSE=postgres:... must name a database (dbname=...)")
+    try:
+        psycopg2.connect(dbname=name, connect_timeout=10, **params).close()
+        return False
+    except psycopg2.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise InputError(f"cannot reach the Postgres catalog database {name!r}: {exc}") from None
+    admin = psycopg2.connect(dbname="postgres", connect_timeout=10, **params)
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except errors.DuplicateDatabase:
+        return False  # another setup created it meanwhile
+    finally:
+        admin.close()
+    return True
+
+
+def prepare_warehouse(echo: Callable[[str], None] = print) -> None:
+    """Create a Postgres catalog's database when missing and apply the schema, before any flow runs."""
+    from flows.runtime import open_warehouse
+    from flows.settings import load_settings
+
+    settings = load_settings()
+    kind, _, rest = settings.catalog.partition(":")
+    if kind == "postgres" and ensure_postgres_database(rest):
+        echo("created the warehouse catalog database")
+    open_warehouse(settings).close()
+    echo(f"warehouse ready ({kind} catalog)")
 
 
 def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> int:
@@ -199,6 +242,12 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> int:
     """
     if not Path(options.prefect_file).exists():
         raise InputError(f"no {options.prefect_file}: imtext serve runs from the project checkout")
+    if options.only:
+        from flows.deployments import load_project
+
+        known = {d.name for d in load_project(options.prefect_file).deployments}
+        if unknown := sorted(set(options.only) - known):
+            raise InputError(f"no deployment named {', '.join(unknown)} in {options.prefect_file}")
     if options.server and not port_free(options.host, options.port):
         raise InputError(f"port {options.port} on {options.host} is in use: stop that server or pass --port")
     env = child_env(options)
@@ -225,6 +274,8 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> int:
                 echo(f"  deployment {name}  ({deployment_id})")
             for name, reason in sorted(registered.skipped.items()):
                 echo(f"  skipped {name}: {reason}")
+            if options.prepare_warehouse:
+                prepare_warehouse(echo)
             if options.worker:
                 argv = [
                     *PREFECT,
@@ -261,9 +312,22 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> int:
         finally:
             if children:
                 echo("stopping ...")
-            for child in reversed(children):
-                child.stop()
+            # A second Ctrl-C, or the group-wide SIGTERM of `timeout`, must not cut the stop short
+            # and leave children running: the stop is bounded in time anyway.
+            with _signals_ignored():
+                for child in reversed(children):
+                    child.stop()
     return code
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _pool_name(options: ServeOptions) -> str:

@@ -21,6 +21,7 @@ def serve(
     limit: int = typer.Option(0, help="flow runs the worker runs at once; 0 means no limit"),
     prefect_file: Path = typer.Option(None, help="deployments file; default the project's prefect.yaml"),
     log_dir: Path = typer.Option(None, help="server and worker logs; default $PREFECT_HOME/serve"),
+    only: str = typer.Option(None, help="register only these deployments (comma-separated names)"),
 ) -> None:
     """Run Prefect locally with every imtext deployment; Ctrl-C stops the server and the worker."""
     from flows.settings import load_settings
@@ -46,6 +47,7 @@ def serve(
         worker_limit=limit or None,
         prefect_file=prefect_file or PREFECT_FILE,
         log_dir=log_dir,
+        only=frozenset(n.strip() for n in only.split(",") if n.strip()) if only else None,
     )
     code = run_serve(options, echo=typer.echo)
     if code:
