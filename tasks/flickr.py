@@ -1,0 +1,202 @@
+"""Per-image texts from the Flickr API (`flickr.photos.getInfo`): title, description and tags.
+
+Input is an ImageNet URL list (`fall11_urls.txt`: `<image_id>\\t<url>`). Lines whose URL is a
+Flickr static photo URL give the photo id; lines whose URL is Flickr's "photo unavailable"
+placeholder (what Flickr serves once a photo is deleted, and what some URL lists recorded) are
+`gone` without a request; other URLs are counted and skipped.
+
+Answers: `stat ok` -> texts, `done`; code 1 (photo not found, deleted) -> `gone`, never retried;
+code 100 (invalid key) stops the harvest; anything else -> `failed`, retried by `--retry-failed`.
+The API key is added to each request here and never leaves: the stored URL is the photo page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from pydantic import SecretStr
+
+from tasks.errors import InputError
+from tasks.http import HttpClient, HttpError
+from tasks.text import BatchWriter, decode_bytes, join_tags
+
+log = logging.getLogger(__name__)
+SOURCE = "flickr"
+DEFAULT_RATE = 3600 / 3600.0  # Flickr's default allowance: 3,600 requests an hour, i.e. 1 per second
+
+# http://farm4.static.flickr.com/3150/2872383102_2d7ca4a4a5.jpg, https://live.staticflickr.com/65535/5_ab_b.jpg
+FLICKR_PHOTO_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:static\.?flickr\.com|staticflickr\.com)/(?:\d+/)*(\d+)_[0-9a-f]+(?:_[a-z0-9]+)?\.(?:jpe?g|png|gif)(?:\?.*)?$"
+# Flickr's placeholder: .../photo_unavailable.gif, photo_unavailable_m.png, on flickr.com or yimg.com hosts
+PLACEHOLDER_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:flickr\.com|staticflickr\.com|yimg\.com)/(?:[^?#]*/)?photo_unavailable(?:_\w+)?\.(?:gif|png|jpe?g)(?:\?.*)?$"
+
+
+class FlickrKeyError(InputError):
+    """Flickr refused the API key (code 100); the message never contains the key."""
+
+
+@dataclass
+class PhotoInfo:
+    """Outcome of one getInfo call for one ImageNet image."""
+
+    image_id: str
+    status: str  # done | gone | failed
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (field, raw text)
+    url: str | None = None
+    error: str | None = None
+
+
+def parse_url_list(path: str | Path) -> pl.DataFrame:
+    """An image URL list as (image_id, url, photo_id, kind) with kind flickr|placeholder|other|malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such URL list: {path}")
+    lines = (
+        pl.read_csv(
+            path,
+            has_header=False,
+            separator="\x00",
+            quote_char=None,
+            new_columns=["line"],
+            schema_overrides={"line": pl.String},
+            encoding="utf8-lossy",
+            truncate_ragged_lines=True,
+        )
+        if path.stat().st_size
+        else pl.DataFrame(schema={"line": pl.String})
+    )
+    frame = lines.select(
+        pl.col("line")
+        .str.strip_chars(" \r\n")
+        .str.split_exact("\t", 1)
+        .struct.rename_fields(["image_id", "url"])
+    ).unnest("line")
+    frame = frame.with_columns(pl.col("image_id").str.strip_chars(), pl.col("url").str.strip_chars()).filter(
+        pl.col("image_id").is_not_null() & (pl.col("image_id") != "")
+    )
+    # An id written as a path or file name (n01440764/n01440764_10026.JPEG) counts by its stem.
+    frame = frame.with_columns(
+        pl.col("image_id").str.replace(r"^.*/", "").str.replace(r"\.[A-Za-z]+$", "").alias("image_id"),
+        pl.col("url").str.extract(FLICKR_PHOTO_URL, 1).alias("photo_id"),
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col("url").is_null() | (pl.col("url") == ""))
+        .then(pl.lit("malformed"))
+        .when(pl.col("url").str.contains(PLACEHOLDER_URL))
+        .then(pl.lit("placeholder"))
+        .when(pl.col("photo_id").is_not_null())
+        .then(pl.lit("flickr"))
+        .otherwise(pl.lit("other"))
+        .alias("kind")
+    )
+    return frame.unique(subset=["image_id"], keep="first", maintain_order=True)
+
+
+def photo_page(photo: dict, photo_id: str) -> str:
+    """The public page of a photo (never an API URL): from getInfo's urls, else Flickr's id redirect."""
+    for entry in (photo.get("urls") or {}).get("url") or []:
+        if isinstance(entry, dict) and entry.get("type") == "photopage" and entry.get("_content"):
+            return str(entry["_content"])
+    return f"https://www.flickr.com/photo.gne?id={photo_id}"
+
+
+def photo_texts(photo: dict) -> list[tuple[str, str]]:
+    """(field, raw text) of a getInfo photo: title, description, tags (raw spellings, joined)."""
+    texts = []
+    for name in ("title", "description"):
+        value = photo.get(name)
+        value = value.get("_content") if isinstance(value, dict) else value
+        if isinstance(value, str) and value.strip():
+            texts.append((name, value))
+    tags = [
+        t.get("raw") or t.get("_content")
+        for t in ((photo.get("tags") or {}).get("tag") or [])
+        if isinstance(t, dict)
+    ]
+    joined = join_tags([t for t in tags if t])
+    if joined:
+        texts.append(("tags", joined))
+    return texts
+
+
+class FlickrClient:
+    """`flickr.photos.getInfo` over the shared HTTP client; holds the key and keeps it out of sight."""
+
+    def __init__(self, http: HttpClient, api: str, api_key: SecretStr | str):
+        self.http = http
+        self.api = api
+        self._key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        http.add_secret(self._key.get_secret_value())
+
+    def get_info(self, image_id: str, photo_id: str) -> PhotoInfo:
+        params = {
+            "method": "flickr.photos.getInfo",
+            "api_key": self._key.get_secret_value(),
+            "photo_id": photo_id,
+            "format": "json",
+            "nojsoncallback": "1",
+        }
+        try:
+            response = self.http.get(self.api, params=params)
+        except HttpError as exc:
+            return PhotoInfo(image_id, "failed", error=self.http.redact(str(exc)))
+        if response.status_code != 200:
+            return PhotoInfo(image_id, "failed", error=f"HTTP {response.status_code} from the Flickr API")
+        body = decode_bytes(response.content).strip()
+        if body.startswith("jsonFlickrApi(") and body.endswith(")"):
+            body = body[len("jsonFlickrApi(") : -1]
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return PhotoInfo(image_id, "failed", error="malformed JSON answer from the Flickr API")
+        if not isinstance(answer, dict):
+            return PhotoInfo(image_id, "failed", error="unexpected answer from the Flickr API")
+        if answer.get("stat") != "ok":
+            code = answer.get("code")
+            message = self.http.redact(str(answer.get("message", "")))[:200]
+            if code == 1:
+                return PhotoInfo(image_id, "gone", error=f"flickr code 1: {message}")
+            if code == 100:
+                raise FlickrKeyError(
+                    "Flickr refused the API key (code 100, invalid key): check IMTEXT_FLICKR_API_KEY "
+                    "or the Prefect Secret block 'flickr-api-key'"
+                )
+            return PhotoInfo(image_id, "failed", error=f"flickr code {code}: {message}")
+        photo = answer.get("photo")
+        if not isinstance(photo, dict):
+            return PhotoInfo(image_id, "failed", error="Flickr answer without a photo")
+        return PhotoInfo(image_id, "done", texts=photo_texts(photo), url=photo_page(photo, photo_id))
+
+
+def harvest_flickr(
+    wh,
+    flickr: FlickrClient,
+    todo: pl.DataFrame,
+    run_id: str,
+    concurrency: int = 16,
+    batch_size: int = 200,
+    flush_s: float = 5.0,
+    on_done: Callable[[int], None] | None = None,
+) -> dict:
+    """getInfo for each (image_id, photo_id) of `todo`; texts + state written per batch."""
+    writer = BatchWriter(wh, SOURCE, run_id, "image", batch_size, flush_s, on_done)
+    items = list(zip(todo["image_id"].to_list(), todo["photo_id"].to_list(), strict=True))
+    results = flickr.http.map(lambda item: flickr.get_info(*item), items, concurrency)
+    try:
+        for (image_id, _photo_id), info, error in results:
+            if isinstance(error, FlickrKeyError):
+                writer.flush()  # what finished before the refusal is kept
+                raise error
+            if error is not None:
+                info = PhotoInfo(
+                    image_id, "failed", error=flickr.http.redact(f"{type(error).__name__}: {error}")
+                )
+            writer.add(image_id, info.status, info.error, [(f, t, info.url) for f, t in info.texts])
+    finally:
+        results.close()
+    writer.flush()
+    return writer.counts

@@ -1,0 +1,384 @@
+"""Text cleaning, junk marking, stable text ids, and the batched warehouse writes of harvested texts.
+
+Cleaning keeps the raw text beside the cleaned one and runs vectorised over polars Series:
+1. HTML tags removed (`<a href=...>`, `<br/>`, comments), then HTML entities decoded (`&amp;` -> `&`);
+2. Unicode normalised to NFKC, control and zero-width characters removed;
+3. whitespace collapsed and trimmed;
+4. texts longer than `MAX_TEXT_CHARS` cut at the last word boundary before the limit;
+5. texts empty after all this dropped, and duplicates per image (case-insensitive) dropped,
+   keeping the first field in the order the caller gives (title, description, tags, ...).
+
+Junk (texts that carry no meaning) is kept but marked in `image_texts.junk` with one reason from
+`JUNK_REASONS`; the classifier decides relevance later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+
+import polars as pl
+
+MAX_TEXT_CHARS = 2000
+"""Cleaned texts are cut to at most this many characters (at a word boundary where there is one)."""
+
+FIELD_ORDER = ("title", "description", "tags", "comment", "keywords", "caption")
+
+_TAG = r"<!--.*?-->|</?[A-Za-z][^<>]*>"
+_BLOCK_TAG = r"(?i)<(?:br|p|/p|div|/div|li|/li|tr|/tr|td|/td|h\d|/h\d)\b[^<>]*>"
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u2060\ufeff]"
+
+_CAMERA_PREFIX = (
+    r"img|dsc|dscn|dscf|dsci|dcp|dcim|p|pic|pict|cimg|sam|sdc|gopr|gp|dji|mvc|hpim|imag|image|"
+    r"photo|foto|pano|scan|_mg|mg|mvi|vid|mov|pxl|snc|kif|pa|pb|pc|pd|pe|pf|s|r|100_|101_"
+)
+_PHOTO_EXT = r"jpe?g|png|gif|tiff?|bmp|raw|cr2|crw|nef|orf|arw|dng|heic|heif|webp"
+JUNK_PATTERNS: dict[str, str] = {
+    # every text a URL (or several URLs) and nothing else
+    "url-only": r"(?i)^(?:(?:https?|ftp)://\S+|www\.\S+)(?:\s+(?:(?:https?|ftp)://\S+|www\.\S+))*$",
+    # IMG_1234, DSC00023.JPG, P1010234, 100_1234, 20080612_123456, any bare photo file name
+    "camera-filename": (
+        rf"(?i)^(?:(?:{_CAMERA_PREFIX})[ _\-]?\d{{3,}}(?:[_\-]\d+)*(?:\.(?:{_PHOTO_EXT}))?"
+        rf"|\d{{3,}}[_\-]\d{{3,}}(?:[_\-]\d+)*(?:\.(?:{_PHOTO_EXT}))?"
+        rf"|[\w\-. ]{{1,60}}\.(?:{_PHOTO_EXT}))$"
+    ),
+    # default texts cameras and software write into every picture
+    "camera-default": (
+        r"(?i)^(?:olympus digital camera|sony dsc|digital camera|kodak digital still camera|"
+        r"(?:konica )?minolta digital camera|sanyo digital camera|samsung digital camera|"
+        r"nikon digital camera|exif_jpeg_picture|exif jpeg picture|default|picasa|"
+        r"created with gimp|lead technologies inc\.? v\d[\d.]*|ducky|camera|photo|image)$"
+    ),
+    "untitled": r"(?i)^(?:untitled|no title|no description|none|null|n/a|-+|\.+|\?+)$",
+    # bare numbers, dates and times
+    "number": r"^[\d\s.,:;/#+\-()%]+$",
+}
+JUNK_REASONS = tuple(JUNK_PATTERNS)
+
+IMAGE_TEXT_COLUMNS = (
+    "text_id",
+    "image_id",
+    "source",
+    "field",
+    "text",
+    "raw_text",
+    "junk",
+    "url",
+    "fetched_at",
+    "run_id",
+)
+
+
+# -- ids --------------------------------------------------------------------------------------------
+def text_id(image_id: str, source: str, field: str, text: str) -> str:
+    """Stable id of one text: 128-bit BLAKE2b of image_id, source, field and cleaned text."""
+    data = "\x1f".join((image_id, source, field, text)).encode("utf-8")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def text_ids(image_ids, sources, fields, texts) -> pl.Series:
+    """`text_id` over four equally long sequences (polars Series or lists)."""
+    return pl.Series(
+        "text_id",
+        [text_id(*row) for row in zip(image_ids, sources, fields, texts, strict=True)],
+        dtype=pl.String,
+    )
+
+
+# -- cleaning ---------------------------------------------------------------------------------------
+def decode_bytes(data: bytes) -> str:
+    """Text from bytes of unknown encoding: UTF-8 (with or without BOM), else Windows-1252, else Latin-1."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def clean_series(raw: pl.Series) -> pl.Series:
+    """Cleaned texts (see the module docstring); null where nothing meaningful is left."""
+    s = raw.cast(pl.String)
+    s = s.str.replace_all(_BLOCK_TAG, " ").str.replace_all(_TAG, "")
+    # Entities need Python's table of HTML5 names; only the few texts with a '&' pay for it.
+    has_entity = s.str.contains("&", literal=True).fill_null(False)
+    if has_entity.any():
+        idx = has_entity.arg_true()
+        decoded = pl.Series([html.unescape(v) for v in s.gather(idx).to_list()], dtype=pl.String)
+        s = s.scatter(idx, decoded)
+    s = s.str.normalize("NFKC")
+    s = s.str.replace_all(_CONTROL, " ").str.replace_all(r"\s+", " ").str.strip_chars()
+    too_long = s.str.len_chars() > MAX_TEXT_CHARS
+    if too_long.fill_null(False).any():
+        cut = s.str.slice(0, MAX_TEXT_CHARS)
+        at_word = cut.str.replace(r"\s+\S*$", "")
+        at_word = pl.select(
+            pl.when(at_word.str.len_chars() > MAX_TEXT_CHARS // 2).then(at_word).otherwise(cut)
+        ).to_series()
+        s = pl.select(pl.when(too_long).then(at_word).otherwise(s)).to_series()
+    s = pl.select(pl.when(s.str.len_chars() > 0).then(s)).to_series()
+    return s.alias(raw.name)
+
+
+def clean_text(raw: str | bytes | None) -> str | None:
+    """One text cleaned exactly as `clean_series` cleans it (bytes are decoded first)."""
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = decode_bytes(raw)
+    return clean_series(pl.Series([raw], dtype=pl.String))[0]
+
+
+def junk_series(text: pl.Series) -> pl.Series:
+    """The junk reason of each cleaned text (`JUNK_REASONS`), or null when it may carry meaning."""
+    expr = pl.lit(None, dtype=pl.String)
+    for reason, pattern in reversed(JUNK_PATTERNS.items()):
+        expr = pl.when(pl.col("t").str.contains(pattern)).then(pl.lit(reason)).otherwise(expr)
+    return pl.DataFrame({"t": text}).select(expr.alias("junk")).to_series()
+
+
+def junk_reason(text: str | None) -> str | None:
+    """`junk_series` for one cleaned text."""
+    if text is None:
+        return None
+    return junk_series(pl.Series([text], dtype=pl.String))[0]
+
+
+# -- frames of image texts --------------------------------------------------------------------------
+def prepare_image_texts(
+    raw: pl.DataFrame, run_id: str, fetched_at: dt.datetime | None = None
+) -> pl.DataFrame:
+    """Rows ready for `image_texts` from raw rows (image_id, source, field, raw_text[, url]).
+
+    Cleans, drops empties and per-image duplicates (first field in row order wins), marks junk and
+    computes text ids. Row order is kept.
+    """
+    fetched_at = fetched_at or dt.datetime.now(dt.UTC)
+    if "url" not in raw.columns:
+        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias("url"))
+    frame = raw.select(
+        pl.col("image_id").cast(pl.String),
+        pl.col("source").cast(pl.String),
+        pl.col("field").cast(pl.String),
+        pl.col("raw_text").cast(pl.String),
+        pl.col("url").cast(pl.String),
+    )
+    frame = frame.with_columns(clean_series(frame["raw_text"]).alias("text"))
+    frame = frame.filter(pl.col("text").is_not_null())
+    frame = frame.with_columns(pl.col("text").str.to_lowercase().alias("_dedup")).unique(
+        subset=["image_id", "_dedup"], keep="first", maintain_order=True
+    )
+    frame = frame.with_columns(
+        junk_series(frame["text"]),
+        text_ids(frame["image_id"], frame["source"], frame["field"], frame["text"]),
+        pl.lit(fetched_at, dtype=pl.Datetime("us", "UTC")).alias("fetched_at"),
+        pl.lit(run_id, dtype=pl.String).alias("run_id"),
+    )
+    return frame.select(IMAGE_TEXT_COLUMNS)
+
+
+def join_tags(tags: list[str] | None) -> str | None:
+    """Tags as one text: distinct (case-insensitive, first spelling kept), comma-separated."""
+    if not tags:
+        return None
+    seen: set[str] = set()
+    kept = []
+    for tag in tags:
+        if tag is None:
+            continue
+        tag = str(tag).strip()
+        key = tag.lower()
+        if tag and key not in seen:
+            seen.add(key)
+            kept.append(tag)
+    return ", ".join(kept) or None
+
+
+def tags_expr(column: str = "tags") -> pl.Expr:
+    """`join_tags` as a vectorised expression over a list column."""
+    lowered = pl.col(column).list.eval(pl.element().str.strip_chars())
+    return (
+        lowered.list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
+        .list.eval(pl.element().filter(pl.element().str.to_lowercase().is_first_distinct()))
+        .list.join(", ")
+        .replace("", None)
+    )
+
+
+# -- warehouse writes -------------------------------------------------------------------------------
+def _load(name: str) -> str:
+    from warehouse.db import load_query
+
+    return load_query(name)
+
+
+def _with_batch(con, name: str, frame: pl.DataFrame, query: str, params=None) -> int:
+    con.register(name, frame.to_arrow())
+    try:
+        row = con.execute(query, params or []).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+    finally:
+        con.unregister(name)
+
+
+def store_image_texts(con, texts: pl.DataFrame) -> int:
+    """Insert image texts not stored yet (by text_id, and by image + case-folded text); rows added."""
+    if texts.height == 0:
+        return 0
+    return _with_batch(
+        con, "harvest_texts_batch", texts.select(IMAGE_TEXT_COLUMNS), _load("harvest_insert_image_texts")
+    )
+
+
+CLASS_TEXT_COLUMNS = ("text_id", "wnid", "source", "field", "text", "url", "fetched_at", "run_id")
+
+
+def prepare_class_texts(
+    raw: pl.DataFrame, run_id: str, fetched_at: dt.datetime | None = None
+) -> pl.DataFrame:
+    """Rows ready for `class_texts` from raw rows (wnid, source, field, text[, url]), cleaned and deduplicated."""
+    fetched_at = fetched_at or dt.datetime.now(dt.UTC)
+    if "url" not in raw.columns:
+        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias("url"))
+    frame = raw.select(
+        pl.col("wnid").cast(pl.String),
+        pl.col("source").cast(pl.String),
+        pl.col("field").cast(pl.String),
+        clean_series(raw["text"].cast(pl.String)).alias("text"),
+        pl.col("url").cast(pl.String),
+    ).filter(pl.col("text").is_not_null())
+    frame = frame.unique(subset=["wnid", "source", "text"], keep="first", maintain_order=True)
+    frame = frame.with_columns(
+        text_ids(frame["wnid"], frame["source"], frame["field"], frame["text"]),
+        pl.lit(fetched_at, dtype=pl.Datetime("us", "UTC")).alias("fetched_at"),
+        pl.lit(run_id, dtype=pl.String).alias("run_id"),
+    )
+    return frame.select(CLASS_TEXT_COLUMNS)
+
+
+def store_class_texts(con, texts: pl.DataFrame) -> int:
+    """Insert class texts not stored yet (natural key wnid, source, text); rows added."""
+    if texts.height == 0:
+        return 0
+    return _with_batch(
+        con, "harvest_class_batch", texts.select(CLASS_TEXT_COLUMNS), _load("harvest_insert_class_texts")
+    )
+
+
+STATE_COLUMNS = ("key", "source", "status", "last_error", "run_id")
+
+
+def state_frame(keys, source: str, status, run_id: str, errors=None) -> pl.DataFrame:
+    """Outcome rows for harvest_state: `status` is one status for all keys or one per key."""
+    keys = list(keys)
+    statuses = [status] * len(keys) if isinstance(status, str) else list(status)
+    return pl.DataFrame(
+        {
+            "key": pl.Series(keys, dtype=pl.String),
+            "source": pl.Series([source] * len(keys), dtype=pl.String),
+            "status": pl.Series(statuses, dtype=pl.String),
+            "last_error": pl.Series(
+                list(errors) if errors is not None else [None] * len(keys), dtype=pl.String
+            ),
+            "run_id": pl.Series([run_id] * len(keys), dtype=pl.String),
+        }
+    )
+
+
+def register_pending(con, keys: pl.DataFrame) -> int:
+    """Add `pending` rows for (key, source, last_error, run_id) pairs that have no state yet."""
+    if keys.height == 0:
+        return 0
+    frame = keys.with_columns(pl.lit("pending").alias("status"))
+    if "last_error" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("last_error"))
+    frame = frame.select(STATE_COLUMNS).unique(subset=["key", "source"], keep="first")
+    return _with_batch(con, "harvest_state_batch", frame, _load("harvest_register_pending"))
+
+
+def record_outcomes(con, outcomes: pl.DataFrame) -> int:
+    """MERGE fetch outcomes (key, source, status, last_error, run_id) into harvest_state; attempts += 1."""
+    if outcomes.height == 0:
+        return 0
+    frame = outcomes.select(STATE_COLUMNS).unique(subset=["key", "source"], keep="last")
+    return _with_batch(con, "harvest_state_batch", frame, _load("harvest_merge_state"))
+
+
+def state_keys(con, source: str, statuses: tuple[str, ...]) -> pl.DataFrame:
+    """Keys of `source` whose harvest_state status is one of `statuses`."""
+    return con.execute(_load("harvest_state_keys"), [source, list(statuses)]).pl()
+
+
+class BatchWriter:
+    """Collects fetch outcomes and their texts; writes both in ONE transaction per batch.
+
+    A batch is written when it holds `batch_size` keys or is `flush_s` seconds old, so a killed
+    harvest loses at most the batch in flight (its keys stay `pending`) and never half a batch.
+    `kind` is "image" (rows: image_id, field, raw_text, url) or "class" (rows: wnid, field, text, url).
+    """
+
+    def __init__(
+        self,
+        wh,
+        source: str,
+        run_id: str,
+        kind: str = "image",
+        batch_size: int = 200,
+        flush_s: float = 5.0,
+        on_done=None,
+    ):
+        import time
+
+        self._time = time.monotonic
+        self.wh, self.source, self.run_id, self.kind = wh, source, run_id, kind
+        self.batch_size, self.flush_s, self.on_done = batch_size, flush_s, on_done
+        self.counts = {"done": 0, "gone": 0, "failed": 0, "texts_added": 0}
+        self._rows: list[tuple] = []
+        self._keys: list[str] = []
+        self._statuses: list[str] = []
+        self._errors: list[str | None] = []
+        self._started = self._time()
+
+    def add(self, key: str, status: str, error: str | None = None, rows=()) -> None:
+        """One key's outcome and its (field, text, url) rows; writes the batch when it is due."""
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self._keys.append(key)
+        self._statuses.append(status)
+        self._errors.append(error)
+        self._rows.extend((key, self.source, f, t, u) for f, t, u in rows)
+        if len(self._keys) >= self.batch_size or self._time() - self._started >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._keys:
+            return
+        text_col = "raw_text" if self.kind == "image" else "text"
+        key_col = "image_id" if self.kind == "image" else "wnid"
+        raw = pl.DataFrame(
+            self._rows,
+            schema={
+                key_col: pl.String,
+                "source": pl.String,
+                "field": pl.String,
+                text_col: pl.String,
+                "url": pl.String,
+            },
+            orient="row",
+        )
+        if self.kind == "image":
+            texts, store = prepare_image_texts(raw, self.run_id), store_image_texts
+        else:
+            texts, store = prepare_class_texts(raw, self.run_id), store_class_texts
+        outcomes = state_frame(self._keys, self.source, self._statuses, self.run_id, self._errors)
+
+        def write(con) -> int:
+            added = store(con, texts)
+            record_outcomes(con, outcomes)
+            return added
+
+        self.counts["texts_added"] += self.wh.write(write)
+        if self.on_done:
+            self.on_done(len(self._keys))
+        self._rows, self._keys, self._statuses, self._errors = [], [], [], []
+        self._started = self._time()
