@@ -371,6 +371,7 @@ class ModelRef:
     run_id: str
     base_model: str
     metrics: dict = field(default_factory=dict, hash=False, compare=False)
+    run_status: str | None = None
 
 
 @dataclass
@@ -441,6 +442,7 @@ def read_models(con) -> list[ModelRef]:
                 run_id=row["run_id"],
                 base_model=row["base_model"] or "",
                 metrics=_json(row["metrics"]),
+                run_status=row["run_status"],
             )
         )
     return refs
@@ -486,7 +488,9 @@ def plan_scoring(
         runs.setdefault(m.run_id, {}).setdefault(m.kind, []).append(m)
     if training_run is not None and training_run not in runs:
         raise InputError(f"no models were trained by the training run {training_run!r}")
-    candidates_runs = [training_run] if training_run else list(reversed(order))
+    # A run still training or failed is passed over unless named (runs without a status row count as done).
+    unfinished = {m.run_id for m in models if m.run_status in ("running", "failed")}
+    candidates_runs = [training_run] if training_run else [r for r in reversed(order) if r not in unfinished]
     needed = {"auto": None, "ensemble": list(KINDS)}.get(scorer, [scorer])
     for run in candidates_runs:
         complete = {k: c for k in KINDS if (c := _complete(runs[run].get(k, []))) is not None}
@@ -523,7 +527,7 @@ def plan_scoring(
     if len(folds_seen) != 1:
         raise InputError(f"the {' and '.join(kinds)} models of run {run} were cross-fitted differently")
     folds, seed = folds_seen.pop()
-    fold_ids = sorted({f for k in kinds for f in by_kind[k]})
+    fold_ids = sorted({f for k in kinds for f in by_kind[k]}, key=lambda f: (f < 0, f))
     specs: dict[int, ScorerSpec] = {}
     for f in fold_ids:
         if not all(f in by_kind[k] for k in kinds):

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -138,6 +139,7 @@ def train_models(
     labels = sorted(CLASSES)
     rows = []
     now = dt.datetime.now(dt.UTC)
+    transformer = None
     for kind in kinds:
         for fold in [*range(folds), -1] if full_model else range(folds):
             train = texts.filter(pl.col("fold") != fold)
@@ -149,8 +151,12 @@ def train_models(
                 save_baseline(train_baseline(train_texts, train_labels, classes=labels), path)
                 base, metrics = "tfidf-linear", {"top1": 0.9, "top5": 1.0, "macro_f1": 0.88}
             else:
-                model, tok, _ = build_classifier("tiny-roberta", labels, corpus=train_texts, seed=fold + 1)
-                save_classifier(model, tok, path)
+                # Untrained, so one network serves every fold (building one is the slow part).
+                if transformer is None:
+                    model, tok, _ = build_classifier("tiny-roberta", labels, corpus=train_texts, seed=1)
+                    transformer = save_classifier(model, tok, path)
+                else:
+                    shutil.copytree(transformer, path, dirs_exist_ok=True)
                 base, metrics = "tiny-roberta", {"top1": 0.5, "top5": 0.9, "macro_f1": 0.41}
             params = {"seed": seed, "folds": folds, "kind": kind, "max_length": 128}
             rows.append(
