@@ -1,0 +1,33 @@
+"""The `class_texts` suite: descriptions of the classes (WordNet, Wikipedia, user files)."""
+
+from __future__ import annotations
+
+import great_expectations.expectations as gxe
+
+from expectations.base import Suite, blocking, has_rows, present, provenance_checks, text_checks, unique
+
+# The harvest cleaner cuts texts at this many characters (tasks.text.MAX_TEXT_CHARS).
+MAX_TEXT_CHARS = 2000
+
+SUITE = Suite(
+    name="class_texts",
+    table="class_texts",
+    categorical=("source", "run_id"),
+    checks=(
+        has_rows("no class text harvested yet: run imtext harvest classes"),
+        present("text_id"),
+        unique("text_id"),
+        present("wnid"),
+        blocking(
+            "wnid_in_classes",
+            gxe.ExpectColumnValuesToBeNull(column="unknown_wnid"),
+            "every text describes one of the 1000 classes",
+        ),
+        *text_checks(MAX_TEXT_CHARS, key="(wnid, source, text)"),
+        *provenance_checks(),
+        blocking(
+            "source_known",
+            gxe.ExpectColumnValuesToMatchRegex(column="source", regex=r"^(?:wordnet|wikipedia|file:.+)$"),
+        ),
+    ),
+)

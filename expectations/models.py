@@ -1,0 +1,24 @@
+"""The `models` suite: trained classifiers, once training has run."""
+
+from __future__ import annotations
+
+import great_expectations.expectations as gxe
+
+from expectations.base import Suite, present, unique, warning
+
+SUITE = Suite(
+    name="models",
+    table="models",
+    skip_when_empty=True,
+    checks=(
+        present("model_id"),
+        unique("model_id"),
+        present("path"),
+        present("base_model", is_blocking=False),
+        warning(
+            "metrics_are_json",
+            gxe.ExpectColumnValuesToBeJsonParseable(column="metrics"),
+            "metrics are stored as a JSON object",
+        ),
+    ),
+)
