@@ -203,43 +203,92 @@ def warehouse_rows(catalog: str, data_path: str, sql: str, params: list | None =
         con.close()
 
 
-def test_rest_trigger_of_the_ingest_deployment(tmp_path):
+def train_pairs(root: Path) -> list[tuple[str, str]]:
+    """(image_id, wnid) of the sample's train images, read from the tree itself."""
+    return [(p.stem, p.parent.name) for p in sorted((Path(root) / "train").glob("*/*.JPEG"))]
+
+
+def pipeline_parameters(inputs, export_out: Path, source: Path) -> dict:
+    """The smallest end-to-end run: every source harvested from the stand-ins, a tiny model."""
+    return {
+        "source": str(source),
+        "captions": str(inputs.captions),
+        "flickr_urls": str(inputs.flickr_urls),
+        "embedded": True,
+        "descriptions": str(inputs.descriptions),
+        "base_model": "tiny-roberta",
+        "epochs": 1,
+        "max_steps": 2,
+        "labels": str(inputs.labels),
+        "export_format": "parquet",
+        "export_out": str(export_out),
+    }
+
+
+def test_rest_triggers_of_the_ingest_and_pipeline_deployments(tmp_path):
+    from flows.demo.servers import serve_apis
+    from flows.demo.texts import write_harvest_inputs
+
     sample = sample_tree(tmp_path / "imagenet")
+    inputs = write_harvest_inputs(train_pairs(sample["root"]), tmp_path / "inputs")
     env = base_env(tmp_path)
     home = Path(env["IMTEXT_HOME"])
-    with serve(env, only="ingest") as served:
-        assert "deployment ingest/ingest" in served.output()
-        assert served.children, "imtext serve started no server or worker"
+    catalog = f"sqlite:{(home / 'warehouse' / 'catalog.sqlite').resolve()}"
+    data = str((home / "warehouse" / "data").resolve()) + "/"
+    # Local stand-ins for Wikipedia and Flickr; the worker's flow runs inherit their addresses.
+    with serve_apis(inputs.root, api_key=inputs.api_key) as apis:
+        env.update(apis.env(), IMTEXT_FLICKR_API_KEY=inputs.api_key)
+        with serve(env, only="ingest,pipeline") as served:
+            assert "deployment ingest/ingest" in served.output()
+            assert "deployment pipeline/pipeline" in served.output()
+            assert served.children, "imtext serve started no server or worker"
+            check_deployment_settings(served)
 
-        deployment = served.get("/deployments/name/ingest/ingest").json()
-        # The UI's form: typed parameters with their descriptions, one run at a time.
-        source = deployment["parameter_openapi_schema"]["properties"]["source"]
-        assert source["type"] == "string" and source["description"]
-        assert deployment["global_concurrency_limit"]["limit"] == 1
-        assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-        assert deployment["work_pool_name"] == "imtext" and deployment["work_queue_name"] == "default"
-        queues = served.post("/work_pools/imtext/queues/filter", {}).json()
-        assert {q["name"]: q["concurrency_limit"] for q in queues}["gpu"] == 1
-        assert served.get("/v2/concurrency_limits/warehouse-write").json()["limit"] == 1
+            # 1. The ingest deployment.
+            flow_run_id = trigger(served, "ingest", "ingest", {"source": str(sample["root"])})
+            assert_completed(served, wait_for_run(served, flow_run_id))
+            rows = warehouse_rows(
+                catalog,
+                data,
+                "SELECT count(*), count(DISTINCT image_id) FROM images WHERE run_id = ?",
+                [flow_run_id],
+            )
+            assert rows == [(sample["images"], sample["images"])]
+            quarantined = warehouse_rows(
+                catalog, data, "SELECT count(*) FROM quarantine WHERE run_id = ?", [flow_run_id]
+            )
+            assert quarantined == [(sample["quarantined"],)]
 
-        # A parameter the flow does not take is refused before anything runs.
-        refused = served.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"nope": 1}})
-        assert refused.status_code in (409, 422), refused.text
+            # 2. The pipeline deployment, end to end.
+            export_out = tmp_path / "export"
+            parameters = pipeline_parameters(inputs, export_out, sample["root"])
+            pipeline_run_id = trigger(served, "pipeline", "pipeline", parameters)
+            assert_completed(served, wait_for_run(served, pipeline_run_id, timeout_s=400))
+            children = served.post(
+                "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [pipeline_run_id]}}}
+            )
+            assert {r["state"]["type"] for r in children.json()} == {"COMPLETED"}
 
-        flow_run_id = trigger(served, "ingest", "ingest", {"source": str(sample["root"])})
-        run = wait_for_run(served, flow_run_id)
-        assert_completed(served, run)
+    assert warehouse_rows(catalog, data, "SELECT count(*) FROM images") == [(sample["images"],)]
+    assert warehouse_rows(catalog, data, "SELECT count(DISTINCT source) > 1 FROM image_texts") == [(True,)]
+    assert warehouse_rows(catalog, data, "SELECT count(*) > 0 FROM models") == [(True,)]
+    scored = warehouse_rows(catalog, data, "SELECT count(*), count(*) FILTER (kept) FROM text_scores")[0]
+    assert scored[0] > 0 and 0 < scored[1] <= scored[0]
+    assert warehouse_rows(catalog, data, "SELECT count(*) FROM curated") == [(scored[1],)]
+    assert list(export_out.rglob("*.parquet"))
 
-        catalog = f"sqlite:{(home / 'warehouse' / 'catalog.sqlite').resolve()}"
-        data = str((home / "warehouse" / "data").resolve()) + "/"
-        rows = warehouse_rows(
-            catalog,
-            data,
-            "SELECT count(*), count(DISTINCT image_id) FROM images WHERE run_id = ?",
-            [flow_run_id],
-        )
-        assert rows == [(sample["images"], sample["images"])]
-        quarantined = warehouse_rows(
-            catalog, data, "SELECT count(*) FROM quarantine WHERE run_id = ?", [flow_run_id]
-        )
-        assert quarantined == [(sample["quarantined"],)]
+
+def check_deployment_settings(served: Served) -> None:
+    """What the UI shows and enforces: typed parameters with descriptions, and the limits."""
+    deployment = served.get("/deployments/name/ingest/ingest").json()
+    source = deployment["parameter_openapi_schema"]["properties"]["source"]
+    assert source["type"] == "string" and source["description"]
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert deployment["work_pool_name"] == "imtext" and deployment["work_queue_name"] == "default"
+    queues = served.post("/work_pools/imtext/queues/filter", {}).json()
+    assert {q["name"]: q["concurrency_limit"] for q in queues}["gpu"] == 1
+    assert served.get("/v2/concurrency_limits/warehouse-write").json()["limit"] == 1
+    # A parameter the flow does not take is refused before anything runs.
+    refused = served.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"nope": 1}})
+    assert refused.status_code in (409, 422), refused.text
