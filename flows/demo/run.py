@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from flows.demo.sample import generate_sample
 from flows.demo.servers import serve_apis
@@ -41,7 +40,9 @@ def run_demo(
     started = time.monotonic()
     if not (sample_root / "train").exists():
         info = generate_sample(sample_root, train_per_class=train_per_class, val_per_class=val_per_class)
-        echo(f"generated the sample: {info['images']} images, {info['quarantined']} broken files, at {sample_root}")
+        echo(
+            f"generated the sample: {info['images']} images, {info['quarantined']} broken files, at {sample_root}"
+        )
 
     from flows.ingest import ingest_flow
     from flows.pipeline import pipeline_flow
@@ -49,7 +50,9 @@ def run_demo(
 
     ingest_flow(source=str(sample_root))
     with open_warehouse(settings) as wh:
-        pairs = wh.con.execute("SELECT image_id, wnid FROM images WHERE source = ?", [str(sample_root.resolve())]).fetchall()
+        pairs = wh.con.execute(
+            "SELECT image_id, wnid FROM images WHERE source = ?", [str(sample_root.resolve())]
+        ).fetchall()
         if not pairs:
             pairs = wh.con.execute("SELECT image_id, wnid FROM images").fetchall()
     inputs = write_harvest_inputs(pairs, demo_dir / "inputs")
