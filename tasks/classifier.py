@@ -211,6 +211,21 @@ def resolve_base_model(base_model: str) -> str:
     return base_model
 
 
+def check_base_model(base_model: str) -> str:
+    """Fail early, with the offline aliases named, when a base model cannot be loaded; returns its source."""
+    from transformers import AutoConfig
+
+    source = resolve_base_model(base_model)
+    if source == TINY_ROBERTA:
+        return source
+    try:
+        with _quiet_transformers():
+            AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
+    return source
+
+
 def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = TINY_ROBERTA_VOCAB, max_length: int = 128):
     """A RoBERTa byte-level BPE tokenizer trained on `corpus`."""
     from tokenizers import ByteLevelBPETokenizer

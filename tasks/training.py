@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.classifier import (
     DEFAULT_MAX_LENGTH,
@@ -661,9 +663,8 @@ def _write_frame(wh, name: str, table, query: str) -> None:
     def write(con):
         con.register(name, table)
         try:
-            for statement in _query(query).split(";"):
-                if statement.strip():
-                    con.execute(statement)
+            for statement in con.extract_statements(_query(query)):
+                con.execute(statement)
         finally:
             con.unregister(name)
 
@@ -1014,14 +1015,15 @@ def device_name(dist: DistInfo) -> str:
 
 
 def _result_from_record(record: dict) -> TrainResult:
+    metrics = record["row"]["metrics"]
     return TrainResult(
-        metrics=record["metrics"],
+        metrics=metrics,
         loss_curve=record.get("loss_curve", []),
         evals=record.get("evals", []),
-        steps=record["metrics"].get("steps", 0),
-        epochs_run=record["metrics"].get("epochs_run", 0),
-        train_seconds=record["metrics"].get("train_time_s", 0.0),
-        samples_per_s=record["metrics"].get("train_samples_per_s", 0.0),
+        steps=metrics.get("steps", 0),
+        epochs_run=metrics.get("epochs_run", 0),
+        train_seconds=metrics.get("train_time_s", 0.0),
+        samples_per_s=metrics.get("train_samples_per_s", 0.0),
     )
 
 
@@ -1182,3 +1184,11 @@ def fit_baseline_fold(
     save_baseline(model, model_dir, extra={"model_id": model_id})
     write_complete(model_dir, {"row": {k: v for k, v in row.items() if k != "created_at"}})
     return row
+
+
+# =============================================================================================
+# Prefect tasks (thin wrappers; run in the flow's own process and thread, as DDP needs)
+# =============================================================================================
+
+fit_transformer_task = task(name="fit-transformer", tags=["gpu"], cache_policy=NO_CACHE)(fit_transformer_fold)
+fit_baseline_task = task(name="fit-baseline", cache_policy=NO_CACHE)(fit_baseline_fold)

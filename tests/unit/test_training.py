@@ -57,7 +57,7 @@ def synthetic_texts(rng: random.Random, wnid: str, n: int) -> list[str]:
     return out
 
 
-def seed_warehouse(wh, images_per_class: int = 12, texts_per_image: int = 2, seed: int = 0) -> dict:
+def seed_warehouse(wh, images_per_class: int = 16, texts_per_image: int = 2, seed: int = 0) -> dict:
     """Images, image texts (a few junk-marked) and class texts of CLASS_WORDS' classes, in one snapshot."""
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC)
@@ -136,9 +136,9 @@ def test_training_data_splits_by_image_and_keeps_class_texts_in_training(data):
     assert fold_split(data, 0, max_train_samples=10)[0].height == 10
     balance = class_balance(data)
     assert (
-        balance["classes"] == 4 and balance["image_texts"] == 96 and balance["texts_per_class"]["min"] == 24
+        balance["classes"] == 4 and balance["image_texts"] == 128 and balance["texts_per_class"]["min"] == 32
     )
-    assert sum(f["images"] for f in balance["per_fold"].values()) == 48
+    assert sum(f["images"] for f in balance["per_fold"].values()) == 64
 
 
 def test_length_grouped_batches_cover_everything_once_and_group_lengths():
@@ -189,7 +189,7 @@ def test_tiny_roberta_learns_and_reproduces(data, tmp_path):
     losses = [p["loss"] for p in result.loss_curve]
     assert losses[-1] < 0.5 * losses[0]
     assert result.metrics["top1"] >= 0.8  # chance is 0.25
-    assert len(result.evals) == 4 and result.steps == 4 * 7
+    assert len(result.evals) == 4 and result.steps == 4 * 8  # 60 texts (fold 1 + class texts): 8 batches of 8
     # saved and loaded, it gives the same held-out predictions
     save_classifier(model, tok, tmp_path / "m")
     loaded, loaded_tok = load_classifier(tmp_path / "m")
@@ -221,6 +221,6 @@ def test_resumed_run_continues_from_its_checkpoint(data, tmp_path):
         data, checkpoint_dir=tmp_path / "ckpt", on_step=lambda step, total, loss: steps.append(step)
     )
     assert resumed.resumed_from_step == 10  # the last checkpoint before the interruption
-    assert steps[0] == 11 and steps[-1] == 28
+    assert steps[0] == 11 and steps[-1] == uninterrupted.steps
     assert resumed.metrics == uninterrupted.metrics
     assert [e["top1"] for e in resumed.evals] == [e["top1"] for e in uninterrupted.evals]
