@@ -244,17 +244,37 @@ def setup_project(
     return result
 
 
+_limit_exists: dict[str, bool] = {}
+
+
+def _write_limit_exists() -> bool:
+    """Whether the server has the `warehouse-write` limit; asked once per process and API."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value() or ""
+    if api not in _limit_exists:
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_global_concurrency_limit_by_name(WAREHOUSE_WRITE_LIMIT)
+            _limit_exists[api] = True
+        except ObjectNotFound:
+            _limit_exists[api] = False
+    return _limit_exists[api]
+
+
 @contextlib.contextmanager
 def warehouse_write_slot(timeout_s: float | None = None) -> Iterator[None]:
     """Hold one slot of the `warehouse-write` global concurrency limit, inside a flow run.
 
-    Outside a flow run, or when the server has no such limit, this does nothing, so plain
-    function calls and tests are unaffected. Wrap each warehouse transaction (short), never a
-    whole flow.
+    Outside a flow run, or when the server has no such limit (it is created by `imtext serve`),
+    this does nothing, so plain function calls and tests are unaffected. Wrap each warehouse
+    transaction (short), never a whole flow.
     """
     from prefect.context import FlowRunContext
 
-    if FlowRunContext.get() is None:
+    if FlowRunContext.get() is None or not _write_limit_exists():
         yield
         return
     from prefect.concurrency.sync import concurrency
@@ -264,7 +284,6 @@ def warehouse_write_slot(timeout_s: float | None = None) -> Iterator[None]:
         occupy=1,
         timeout_seconds=timeout_s,
         strict=False,
-        suppress_warnings=True,
         raise_on_lease_renewal_failure=False,
     ):
         yield
