@@ -236,3 +236,25 @@ def test_project_spec_reads_prefect_yaml():
     ingest = next(d for d in spec.deployments if d.name == "ingest")
     assert ingest.entrypoint == "flows/ingest.py:ingest_flow"
     assert ingest.work_queue == "default" and ingest.concurrency_limit == 1
+
+
+def test_every_deployment_points_at_a_flow_of_the_same_name():
+    """Read without importing (no torch at collection): the entrypoint's function is a @flow whose
+    name is the deployment's, so REST paths read /deployments/name/<name>/<name>."""
+    import ast
+
+    from flows.deployments import load_project
+
+    for spec in load_project().deployments:
+        path, _, func = spec.entrypoint.partition(":")
+        tree = ast.parse((ROOT / path).read_text())
+        found = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == func]
+        assert found, f"{spec.entrypoint}: no function {func}"
+        names = [
+            kw.value.value
+            for d in found[0].decorator_list
+            if isinstance(d, ast.Call) and getattr(d.func, "id", None) == "flow"
+            for kw in d.keywords
+            if kw.arg == "name"
+        ]
+        assert names == [spec.name], f"{spec.entrypoint} is not @flow(name={spec.name!r})"
