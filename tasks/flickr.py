@@ -28,6 +28,8 @@ from tasks.text import BatchWriter, decode_bytes, join_tags
 log = logging.getLogger(__name__)
 SOURCE = "flickr"
 DEFAULT_RATE = 3600 / 3600.0  # Flickr's default allowance: 3,600 requests an hour, i.e. 1 per second
+BATCH_SIZE = 200  # photos per warehouse transaction ...
+FLUSH_S = 10.0  # ... or fewer, once the batch is this old: a kill loses at most this much work
 
 # http://farm4.static.flickr.com/3150/2872383102_2d7ca4a4a5.jpg, https://live.staticflickr.com/65535/5_ab_b.jpg
 FLICKR_PHOTO_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:static\.?flickr\.com|staticflickr\.com)/(?:\d+/)*(\d+)_[0-9a-f]+(?:_[a-z0-9]+)?\.(?:jpe?g|png|gif)(?:\?.*)?$"
@@ -178,12 +180,12 @@ def harvest_flickr(
     todo: pl.DataFrame,
     run_id: str,
     concurrency: int = 16,
-    batch_size: int = 200,
-    flush_s: float = 5.0,
+    batch_size: int | None = None,
+    flush_s: float | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> dict:
     """getInfo for each (image_id, photo_id) of `todo`; texts + state written per batch."""
-    writer = BatchWriter(wh, SOURCE, run_id, "image", batch_size, flush_s, on_done)
+    writer = BatchWriter(wh, SOURCE, run_id, "image", batch_size or BATCH_SIZE, flush_s or FLUSH_S, on_done)
     items = list(zip(todo["image_id"].to_list(), todo["photo_id"].to_list(), strict=True))
     results = flickr.http.map(lambda item: flickr.get_info(*item), items, concurrency)
     try:
