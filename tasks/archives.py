@@ -1,10 +1,37 @@
-"""Ingestion from archives: ILSVRC tars (nested class tars) and Hugging Face parquet shards."""
+"""Ingestion from the archives people have: ILSVRC tars and Hugging Face parquet shards, never unpacked.
+
+- `ILSVRC2012_img_train.tar`: one inner `<wnid>.tar` per class. The outer tar's headers are read
+  (seeking over the data), then each class tar is streamed by a worker in one sequential read.
+  A single class tar (`n01440764.tar`) works too.
+- `ILSVRC2012_img_val.tar`: flat JPEGs; labels from LOC_val_solution.csv or the devkit's ground truth.
+- Parquet shards (`train-00000-of-00257.parquet`): `image` (struct of `bytes`, `path`) and `label`
+  (class index in the standard order, mapped to a wnid through the class catalog); one unit of
+  work per row group.
+
+Image paths name the archive and member (`a.tar::n01440764.tar::n01440764_10026.JPEG`,
+`s.parquet::17`); `tasks.imageio.read_image_bytes` opens them. Members that are links, devices or
+whose names escape a folder are quarantined and never read; a damaged tar keeps what was read
+before the damage and quarantines the rest. An archive already ingested with the same size and
+mtime is skipped whole.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
+from tasks import imageio
 from tasks.errors import InputError
+from warehouse.db import load_query
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+# Average ImageNet JPEG, to estimate a class tar's image count (for progress) from its size.
+MEAN_IMAGE_BYTES = 110_000
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def is_tar(path: Path) -> bool:
@@ -16,13 +43,296 @@ def is_parquet(path: Path) -> bool:
 
 
 def find_archives(root: Path) -> list[Path]:
-    """ILSVRC tars or parquet shards directly in `root` (or in its data/ folder)."""
-    return []
+    """Parquet shards in `root` or `root/data`, else ILSVRC tars in `root`."""
+    for folder in (root, root / "data"):
+        if folder.is_dir():
+            shards = sorted(p for p in folder.iterdir() if is_parquet(p) and p.is_file())
+            if shards:
+                return shards
+    return sorted(p for p in root.iterdir() if is_tar(p) and p.is_file())
 
 
-def locate_archives(root: Path, files: list[Path], split: str, labels_path: Path | None):
-    raise InputError(f"{root}: archives are not supported yet")
+# --------------------------------------------------------------------------------------------------
+# Labels
+
+
+def _wnids() -> tuple[str, ...]:
+    from warehouse.catalog import read_classes
+
+    return tuple(read_classes()["wnid"].to_list())
+
+
+def _parse_ground_truth(text: str, meta: bytes, where: str) -> dict[str, str]:
+    """Devkit ground truth (one ILSVRC2012_ID per line, in val image order) → image_id → wnid."""
+    import scipy.io
+
+    try:
+        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+        ids = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"], strict=True)}
+    except Exception as exc:  # scipy raises many kinds on a foreign file
+        raise InputError(f"{where}: meta.mat has no readable synsets ({exc})") from None
+    known = set(_wnids())
+    labels = {}
+    for n, line in enumerate(text.split(), start=1):
+        wnid = ids.get(int(line)) if line.isdigit() else None
+        if wnid not in known:
+            raise InputError(f"{where}:{n}: {line!r} is not the ILSVRC2012_ID of an ImageNet-1k class")
+        labels[f"ILSVRC2012_val_{n:08d}"] = wnid
+    if not labels:
+        raise InputError(f"{where}: the ground truth file is empty")
+    return labels
 
 
 def read_devkit_labels(path: Path) -> dict[str, str]:
-    raise InputError(f"{path}: devkit labels are not supported yet")
+    """Val labels from the devkit: its .tar.gz, or the ground-truth .txt with meta.mat beside it."""
+    if path.name.endswith(".txt"):
+        meta = path.with_name("meta.mat")
+        if not meta.is_file():
+            raise InputError(f"{path}: the devkit ground truth needs meta.mat beside it ({meta})")
+        return _parse_ground_truth(path.read_text(), meta.read_bytes(), str(path))
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            found = {}
+            for info in tf:
+                name = PurePosixPath(info.name).name
+                if info.isfile() and name in (GROUND_TRUTH, "meta.mat"):
+                    found[name] = tf.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read the devkit archive ({exc})") from None
+    if len(found) < 2:
+        raise InputError(f"{path}: no data/{GROUND_TRUTH} and data/meta.mat in this devkit archive")
+    return _parse_ground_truth(found[GROUND_TRUTH].decode(), found["meta.mat"], f"{path}::{GROUND_TRUTH}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating
+
+
+def _first_member(path: Path) -> tarfile.TarInfo | None:
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+        for prefix, kind in _COMPRESSED.items():
+            if magic.startswith(prefix):
+                raise InputError(f"{path}: a {kind}-compressed tar; ILSVRC tars are plain, unpack the outer layer first")
+        fh.seek(0)
+        try:
+            with tarfile.open(fileobj=fh, mode="r:") as tf:
+                for info in tf:
+                    if not info.isdir():
+                        return info
+        except tarfile.TarError as exc:
+            raise InputError(f"{path}: not a readable tar ({exc})") from None
+    return None
+
+
+def tar_kind(path: Path) -> str:
+    """'class-tars' (outer train tar), 'class-tar' (one <wnid>.tar) or 'images' (a flat tar: val)."""
+    from warehouse.catalog import wnid_set
+
+    if path.name[: -len(".tar")] in wnid_set():
+        return "class-tar"
+    first = _first_member(path)
+    if first is None:
+        raise InputError(f"{path}: the tar holds no files")
+    return "class-tars" if first.name.endswith(".tar") else "images"
+
+
+def _shard_split(path: Path) -> str | None:
+    name = path.name.lower()
+    for prefix, split in (("train", "train"), ("validation", "val"), ("valid", "val"), ("val", "val"), ("test", "test")):
+        if name.startswith(prefix):
+            return split
+    return None
+
+
+def _check_shard(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+    image = schema.field("image").type if "image" in schema.names else None
+    if image is None or not hasattr(image, "get_field_index") or image.get_field_index("bytes") < 0:
+        raise InputError(f"{path}: expected the Hugging Face imagenet-1k columns 'image' (bytes, path) and 'label'")
+    if "label" not in schema.names:
+        raise InputError(f"{path}: no 'label' column")
+
+
+def locate_archives(root: Path, files: list[Path], split: str, labels_path: Path | None):
+    """A validated archive source: which tars or shards to read, for which split, with which labels."""
+    from tasks.images import LABEL_FILE, Source, read_val_labels
+
+    if all(is_parquet(f) for f in files):
+        chosen = []
+        for shard in files:
+            shard_split = _shard_split(shard) if split == "auto" else split
+            if shard_split is None:
+                raise InputError(f"{shard}: cannot tell its split from the name; pass --split train or val")
+            if shard_split == "test" or (split != "auto" and _shard_split(shard) not in (None, split)):
+                continue  # the test split has no labels; other splits were not asked for
+            _check_shard(shard)
+            chosen.append(shard)
+        if not chosen:
+            raise InputError(f"{root}: no {split if split != 'auto' else 'train or validation'} parquet shards")
+        return Source("parquet", root, split, files=tuple(chosen))
+
+    tars, labels = [], None
+    for tar in files:
+        kind = tar_kind(tar)
+        tar_split = "val" if kind == "images" and split != "train" else "train"
+        if split not in ("auto", tar_split):
+            continue
+        if kind == "images" and tar_split == "val" and labels is None:
+            beside = [labels_path, tar.parent / LABEL_FILE, tar.parent / "ILSVRC2012_devkit_t12.tar.gz"]
+            found = next((p for p in beside if p is not None and p.is_file()), None)
+            if found is None:
+                raise InputError(
+                    f"{tar}: val images need labels; pass --val-labels LOC_val_solution.csv or the devkit "
+                    f"(looked beside the tar for {LABEL_FILE} and ILSVRC2012_devkit_t12.tar.gz)"
+                )
+            labels = read_val_labels(found)
+        tars.append(tar)
+    if not tars:
+        raise InputError(f"{root}: no {split} tar here")
+    return Source("tar", root, split, files=tuple(tars), labels=labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scanning (headers and metadata only)
+
+
+@dataclass
+class Archive:
+    """One archive or shard as scanned: its stamp, its units of work and the members it rejects."""
+
+    path: str
+    kind: str  # class-tars, class-tar, images, parquet
+    split: str
+    bytes: int
+    mtime: float
+    entries: list[tuple] = field(default_factory=list)  # kind-specific, see scan_tar / scan_parquet
+    rejects: list[tuple] = field(default_factory=list)
+
+
+def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
+    """Read the outer headers of a tar; a member that names no ImageNet class is an `InputError`."""
+    from warehouse.catalog import wnid_set
+
+    st = path.stat()
+    kind = tar_kind(path)
+    archive = Archive(str(path), kind, "val" if kind == "images" and split != "train" else "train", st.st_size, st.st_mtime)
+    if kind == "class-tar":
+        archive.entries.append((path.name, 0, st.st_size, path.name[: -len(".tar")]))
+        return archive
+    wnids = wnid_set()
+    bad = []
+    with open(path, "rb", buffering=0) as fh:
+        try:
+            for ref in imageio.iter_members(fh, 0, st.st_size):
+                member = f"{path}{imageio.SEP}{ref.name}"
+                if ref.kind == "dir":
+                    continue
+                if ref.kind != "file":
+                    archive.rejects.append(imageio.reject_record(member, imageio.UNSAFE_MEMBER, ref.kind, ref.size, ref.mtime))
+                elif kind == "class-tars":
+                    stem = ref.name[: -len(".tar")] if ref.name.endswith(".tar") else None
+                    if stem is None:
+                        archive.rejects.append(
+                            imageio.reject_record(member, imageio.OUTSIDE, "not a class tar (<wnid>.tar)", ref.size, ref.mtime)
+                        )
+                    elif stem not in wnids:
+                        bad.append(member)
+                    else:
+                        archive.entries.append((ref.name, ref.offset, ref.size, stem))
+                else:
+                    image_id = PurePosixPath(ref.name).stem
+                    wnid = (labels or {}).get(image_id) if archive.split == "val" else None
+                    if archive.split == "val" and wnid is None:
+                        archive.rejects.append(
+                            imageio.reject_record(member, imageio.NO_LABEL, f"{image_id} has no val label", ref.size, ref.mtime)
+                        )
+                        continue
+                    archive.entries.append((ref.name, ref.offset, ref.size, ref.mtime, image_id, wnid, archive.split))
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            after = f" ({len(archive.entries)} members read before it)" if archive.entries else ""
+            archive.rejects.append(imageio.reject_record(str(path), imageio.DAMAGED_ARCHIVE, f"{exc}{after}"))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise InputError(f"{bad[0]}: not an ImageNet-1k class tar (expected <wnid>.tar){more}")
+    if kind == "images" and archive.split == "train":
+        raise InputError(f"{path}: a flat tar of images is val data; pass --split val (or auto) with its labels")
+    return archive
+
+
+def scan_parquet(path: Path, split: str) -> Archive:
+    """The row groups of a parquet shard (metadata only)."""
+    import pyarrow.parquet as pq
+
+    st = path.stat()
+    shard_split = _shard_split(path) if split == "auto" else split
+    archive = Archive(str(path), "parquet", shard_split, st.st_size, st.st_mtime)
+    meta = pq.ParquetFile(path).metadata
+    first = 0
+    for group in range(meta.num_row_groups):
+        rows = meta.row_group(group).num_rows
+        archive.entries.append((group, first, rows))
+        first += rows
+    return archive
+
+
+def scan_archives(source) -> list[Archive]:
+    """Scan every archive or shard of the source (headers and metadata only, no image data)."""
+    if source.kind == "parquet":
+        return [scan_parquet(p, source.split) for p in source.files]
+    return [scan_tar(p, source.split, source.labels) for p in source.files]
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan_archives(con, source, archives: list[Archive], workers: int):
+    """Skip archives ingested unchanged and members already held; cut the rest into units of work."""
+    from tasks.images import Plan, read_known, shard
+
+    done = {row[0]: row[1:] for row in con.execute(load_query("ingest_known_archives")).fetchall()}
+    known = read_known(con, str(source.root))
+    held = defaultdict(set)  # container path → {(member, size, mtime)} already in the warehouse
+    for path, size, mtime in known.select("path", "bytes", "mtime").rows():
+        container, _, member = path.rpartition(imageio.SEP)
+        held[container].add((member, size, mtime))
+    plan = Plan(str(source.root), source.kind, known=known)
+    wnids = _wnids() if source.kind == "parquet" else ()
+    for archive in archives:
+        plan.seen += sum(e[2] if archive.kind == "parquet" else 1 for e in archive.entries) + len(archive.rejects)
+        previous = done.get(archive.path)
+        if previous is not None and previous[:2] == (archive.bytes, archive.mtime):
+            plan.skipped_archives += 1
+            plan.skipped += int(previous[2] or 0)
+            continue
+        plan.rejects.extend(archive.rejects)
+        plan.archives.append(
+            {"path": archive.path, "kind": archive.kind, "split": archive.split, "bytes": archive.bytes,
+             "mtime": archive.mtime, "images": 0, "quarantined": 0}
+        )  # fmt: skip
+        if archive.kind == "parquet":
+            for group, first, rows in archive.entries:
+                args = (archive.path, group, first, archive.split, wnids, archive.mtime)
+                plan.units.append((imageio.probe_parquet_group, args, rows))
+        elif archive.kind in ("class-tars", "class-tar"):
+            for name, offset, size, wnid in archive.entries:
+                prefix = archive.path if archive.kind == "class-tar" else f"{archive.path}{imageio.SEP}{name}"
+                args = (archive.path, prefix, offset, size, wnid, archive.split, frozenset(held[prefix]))
+                plan.units.append((imageio.probe_inner_tar, args, size // MEAN_IMAGE_BYTES + 1))
+        else:
+            members = []
+            for entry in archive.entries:
+                name, _, size, mtime = entry[:4]
+                if (name, size, mtime) in held[archive.path]:
+                    plan.skipped += 1
+                else:
+                    members.append(entry)
+            for chunk in shard(members, workers):
+                plan.units.append((imageio.probe_tar_range, (archive.path, archive.path, chunk), len(chunk)))
+    return plan

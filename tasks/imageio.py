@@ -283,11 +283,11 @@ def iter_members(fh, start: int, length: int) -> Iterator[MemberRef]:
             last = info
             reason = unsafe_reason(info)
             kind = reason or ("file" if info.isfile() else "dir" if info.isdir() else "other member type")
+            if info.isfile() and info.offset_data + info.size > length:
+                raise tarfile.ReadError(f"member {info.name!r} runs past the end of the archive")
             yield MemberRef(
                 member_name(info.name), start + info.offset_data, info.size, float(info.mtime), kind
             )
-            if info.isfile() and info.offset_data + info.size > length:
-                raise tarfile.ReadError(f"member {info.name!r} runs past the end of the archive")
         end = tf.offset
     rest = os.pread(fh.fileno(), min(length - end, 1 << 16), start + end) if end < length else b""
     if rest.strip(b"\x00"):
@@ -311,14 +311,15 @@ def probe_tar_range(archive: str, prefix: str, members: list[tuple]) -> tuple[li
 
 
 def probe_inner_tar(
-    archive: str, inner: str, offset: int, size: int, wnid: str, split: str, known: frozenset = frozenset()
+    archive: str, prefix: str, offset: int, size: int, wnid: str, split: str, known: frozenset = frozenset()
 ) -> tuple[list[tuple], int]:
-    """Stream one class tar (`<wnid>.tar`) stored inside `archive`: probe every image member.
+    """Stream one class tar (`<wnid>.tar`) stored at `offset` in `archive`: probe every image member.
 
-    `known` holds (name, size, mtime) of members already in the warehouse: they are skipped without
-    reading their data. A damaged tar keeps what was read before the damage and quarantines the rest.
+    Member paths are `prefix::member` (`archive::<wnid>.tar` for a class tar inside the train tar,
+    `archive` for a class tar given on its own). `known` holds (member, size, mtime) of members
+    already in the warehouse: they are skipped without reading their data. A damaged tar keeps what
+    was read before the damage and quarantines the rest.
     """
-    prefix = f"{archive}{SEP}{inner}"
     out = []
     skipped = 0
     try:

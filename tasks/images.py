@@ -571,20 +571,29 @@ def load_images(
     if parallel is None:
         parallel = plan.total >= POOL_MIN_ITEMS
     totals = {"added": 0, "updated": 0, "quarantined": 0, "skipped": plan.skipped, "snapshots": 0}
-    pending: list[tuple] = list(plan.rejects)
+    pending: list[tuple] = []
+    per_archive = {a["path"]: a for a in plan.archives}
+
+    def take(records: list[tuple]) -> None:
+        pending.extend(records)
+        if per_archive:  # images and rejects per archive, recorded in ingested_archives
+            for rec in records:
+                archive = per_archive.get(rec[0].split(imageio.SEP, 1)[0])
+                if archive is not None:
+                    archive["quarantined" if rec[11] else "images"] += 1
 
     def flush(archives: list[dict]) -> None:
-        nonlocal pending
         images, quarantine = split_records(records_frame(pending), plan.known)
         before = wh.current_snapshot()
         counts = write_batch(wh, images, quarantine, archives, plan.source, run_id, plan.known)
         totals["snapshots"] += int(wh.current_snapshot() != before)
         for key in ("added", "updated", "quarantined"):
             totals[key] += counts[key]
-        pending = []
+        pending.clear()
 
+    take(plan.rejects)
     for i, (records, skipped) in run_units(plan.units, workers if parallel else 1):
-        pending.extend(records)
+        take(records)
         totals["skipped"] += skipped
         if progress is not None:
             progress.advance(plan.units[i][2])

@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import random
+import shutil
+import tarfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -183,6 +185,83 @@ def generate_sample(root: Path, train_per_class: int = 8, val_per_class: int = 2
         "broken": {str(path): reason for path, (reason, _) in broken.items()},
         "embedded": embedded,
     }
+
+
+def _tar_bytes(files: list[tuple[str, Path]]) -> bytes:
+    """An uncompressed tar of (member name, file) pairs, in memory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, path in files:
+            tf.add(path, arcname=name, recursive=False)
+    return buf.getvalue()
+
+
+def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mtime: float = 0.0) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), int(mtime)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_ilsvrc_tars(tree: Path, out: Path) -> dict:
+    """The sample tree as the original archives: ILSVRC2012_img_train.tar (one <wnid>.tar per class,
+    and any stray file of train/ as a member of the outer tar), ILSVRC2012_img_val.tar (flat), and
+    LOC_val_solution.csv beside them. Returns their paths."""
+    tree, out = Path(tree), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_tar, val_tar = out / "ILSVRC2012_img_train.tar", out / "ILSVRC2012_img_val.tar"
+    with tarfile.open(train_tar, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for entry in sorted((tree / "train").iterdir()):
+            if entry.is_dir():
+                files = [(f.name, f) for f in sorted(entry.iterdir())]
+                _add_bytes(tf, f"{entry.name}.tar", _tar_bytes(files), entry.stat().st_mtime)
+            else:
+                tf.add(entry, arcname=entry.name)
+    with tarfile.open(val_tar, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for f in sorted((tree / "val").iterdir()):
+            tf.add(f, arcname=f.name)
+    labels = out / "LOC_val_solution.csv"
+    shutil.copyfile(tree / "LOC_val_solution.csv", labels)
+    return {"train": str(train_tar), "val": str(val_tar), "labels": str(labels)}
+
+
+def write_parquet_shards(tree: Path, out: Path, shards: int = 2, rows_per_group: int = 16) -> dict:
+    """The sample tree's class-folder images as Hugging Face imagenet-1k parquet shards.
+
+    `train-0000k-of-0000n.parquet` and `validation-00000-of-00001.parquet` with `image` (struct of
+    bytes and path) and `label` (class index in the standard order), plus a `test-...` shard with
+    label -1 as in the published dataset. Returns the folder and the shard paths.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from warehouse.catalog import read_classes
+
+    index = dict(zip(read_classes()["wnid"], read_classes()["class_index"], strict=True))
+    tree, out = Path(tree), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = [(f, index[d.name]) for d in sorted((tree / "train").iterdir()) if d.is_dir() for f in sorted(d.iterdir())]
+    solution = {}
+    with open(tree / "LOC_val_solution.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            solution[row["ImageId"]] = index[row["PredictionString"].split()[0]]
+    val = [(f, solution[f.stem]) for f in sorted((tree / "val").iterdir()) if f.stem in solution]
+
+    def write(path: Path, rows: list[tuple[Path, int]]) -> str:
+        image = pa.array(
+            [{"bytes": f.read_bytes(), "path": f.name} for f, _ in rows],
+            type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+        )
+        table = pa.table({"image": image, "label": pa.array([label for _, label in rows], pa.int64())})
+        pq.write_table(table, path, row_group_size=rows_per_group)
+        return str(path)
+
+    paths = []
+    per = -(-len(train) // shards)
+    for k in range(shards):
+        paths.append(write(out / f"train-{k:05d}-of-{shards:05d}.parquet", train[k * per : (k + 1) * per]))
+    paths.append(write(out / "validation-00000-of-00001.parquet", val))
+    paths.append(write(out / "test-00000-of-00001.parquet", [(f, -1) for f, _ in val[:2]]))
+    return {"root": str(out), "shards": paths, "images": len(train) + len(val)}
 
 
 if __name__ == "__main__":
