@@ -113,7 +113,9 @@ def _first_member(path: Path) -> tarfile.TarInfo | None:
         magic = fh.read(6)
         for prefix, kind in _COMPRESSED.items():
             if magic.startswith(prefix):
-                raise InputError(f"{path}: a {kind}-compressed tar; ILSVRC tars are plain, unpack the outer layer first")
+                raise InputError(
+                    f"{path}: a {kind}-compressed tar; ILSVRC tars are plain, unpack the outer layer first"
+                )
         fh.seek(0)
         try:
             with tarfile.open(fileobj=fh, mode="r:") as tf:
@@ -139,7 +141,13 @@ def tar_kind(path: Path) -> str:
 
 def _shard_split(path: Path) -> str | None:
     name = path.name.lower()
-    for prefix, split in (("train", "train"), ("validation", "val"), ("valid", "val"), ("val", "val"), ("test", "test")):
+    for prefix, split in (
+        ("train", "train"),
+        ("validation", "val"),
+        ("valid", "val"),
+        ("val", "val"),
+        ("test", "test"),
+    ):
         if name.startswith(prefix):
             return split
     return None
@@ -154,7 +162,9 @@ def _check_shard(path: Path) -> None:
         raise InputError(f"{path}: not a readable parquet file ({exc})") from None
     image = schema.field("image").type if "image" in schema.names else None
     if image is None or not hasattr(image, "get_field_index") or image.get_field_index("bytes") < 0:
-        raise InputError(f"{path}: expected the Hugging Face imagenet-1k columns 'image' (bytes, path) and 'label'")
+        raise InputError(
+            f"{path}: expected the Hugging Face imagenet-1k columns 'image' (bytes, path) and 'label'"
+        )
     if "label" not in schema.names:
         raise InputError(f"{path}: no 'label' column")
 
@@ -174,7 +184,9 @@ def locate_archives(root: Path, files: list[Path], split: str, labels_path: Path
             _check_shard(shard)
             chosen.append(shard)
         if not chosen:
-            raise InputError(f"{root}: no {split if split != 'auto' else 'train or validation'} parquet shards")
+            raise InputError(
+                f"{root}: no {split if split != 'auto' else 'train or validation'} parquet shards"
+            )
         return Source("parquet", root, split, files=tuple(chosen))
 
     tars, labels = [], None
@@ -221,7 +233,9 @@ def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
 
     st = path.stat()
     kind = tar_kind(path)
-    archive = Archive(str(path), kind, "val" if kind == "images" and split != "train" else "train", st.st_size, st.st_mtime)
+    archive = Archive(
+        str(path), kind, "val" if kind == "images" and split != "train" else "train", st.st_size, st.st_mtime
+    )
     if kind == "class-tar":
         archive.entries.append((path.name, 0, st.st_size, path.name[: -len(".tar")]))
         return archive
@@ -234,12 +248,16 @@ def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
                 if ref.kind == "dir":
                     continue
                 if ref.kind != "file":
-                    archive.rejects.append(imageio.reject_record(member, imageio.UNSAFE_MEMBER, ref.kind, ref.size, ref.mtime))
+                    archive.rejects.append(
+                        imageio.reject_record(member, imageio.UNSAFE_MEMBER, ref.kind, ref.size, ref.mtime)
+                    )
                 elif kind == "class-tars":
                     stem = ref.name[: -len(".tar")] if ref.name.endswith(".tar") else None
                     if stem is None:
                         archive.rejects.append(
-                            imageio.reject_record(member, imageio.OUTSIDE, "not a class tar (<wnid>.tar)", ref.size, ref.mtime)
+                            imageio.reject_record(
+                                member, imageio.OUTSIDE, "not a class tar (<wnid>.tar)", ref.size, ref.mtime
+                            )
                         )
                     elif stem not in wnids:
                         bad.append(member)
@@ -250,10 +268,14 @@ def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
                     wnid = (labels or {}).get(image_id) if archive.split == "val" else None
                     if archive.split == "val" and wnid is None:
                         archive.rejects.append(
-                            imageio.reject_record(member, imageio.NO_LABEL, f"{image_id} has no val label", ref.size, ref.mtime)
+                            imageio.reject_record(
+                                member, imageio.NO_LABEL, f"{image_id} has no val label", ref.size, ref.mtime
+                            )
                         )
                         continue
-                    archive.entries.append((ref.name, ref.offset, ref.size, ref.mtime, image_id, wnid, archive.split))
+                    archive.entries.append(
+                        (ref.name, ref.offset, ref.size, ref.mtime, image_id, wnid, archive.split)
+                    )
         except (tarfile.TarError, OSError, EOFError) as exc:
             after = f" ({len(archive.entries)} members read before it)" if archive.entries else ""
             archive.rejects.append(imageio.reject_record(str(path), imageio.DAMAGED_ARCHIVE, f"{exc}{after}"))
@@ -261,7 +283,9 @@ def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad[0]}: not an ImageNet-1k class tar (expected <wnid>.tar){more}")
     if kind == "images" and archive.split == "train":
-        raise InputError(f"{path}: a flat tar of images is val data; pass --split val (or auto) with its labels")
+        raise InputError(
+            f"{path}: a flat tar of images is val data; pass --split val (or auto) with its labels"
+        )
     return archive
 
 
@@ -305,7 +329,9 @@ def plan_archives(con, source, archives: list[Archive], workers: int):
     plan = Plan(str(source.root), source.kind, known=known)
     wnids = _wnids() if source.kind == "parquet" else ()
     for archive in archives:
-        plan.seen += sum(e[2] if archive.kind == "parquet" else 1 for e in archive.entries) + len(archive.rejects)
+        plan.seen += sum(e[2] if archive.kind == "parquet" else 1 for e in archive.entries) + len(
+            archive.rejects
+        )
         previous = done.get(archive.path)
         if previous is not None and previous[:2] == (archive.bytes, archive.mtime):
             plan.skipped_archives += 1

@@ -239,7 +239,12 @@ def write_parquet_shards(tree: Path, out: Path, shards: int = 2, rows_per_group:
     index = dict(zip(read_classes()["wnid"], read_classes()["class_index"], strict=True))
     tree, out = Path(tree), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train = [(f, index[d.name]) for d in sorted((tree / "train").iterdir()) if d.is_dir() for f in sorted(d.iterdir())]
+    train = [
+        (f, index[d.name])
+        for d in sorted((tree / "train").iterdir())
+        if d.is_dir()
+        for f in sorted(d.iterdir())
+    ]
     solution = {}
     with open(tree / "LOC_val_solution.csv", newline="") as fh:
         for row in csv.DictReader(fh):

@@ -32,7 +32,7 @@ def member_reasons(con) -> dict[str, str]:
 def test_tars_and_parquet_shards_give_the_folder_rows(tmp_path, monkeypatch):
     sample = generate_sample(tmp_path / "tree", train_per_class=2, val_per_class=1, seed=2)
     tars = write_ilsvrc_tars(tmp_path / "tree", tmp_path / "tars")
-    shards = write_parquet_shards(tmp_path / "tree", tmp_path / "hf" / "data")
+    write_parquet_shards(tmp_path / "tree", tmp_path / "hf" / "data")
 
     _, folder = ingest_into(tmp_path / "h-folder", monkeypatch, sample["root"])
     expected = folder.execute(f"SELECT {SAME} FROM images ORDER BY image_id").fetchall()

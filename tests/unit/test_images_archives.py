@@ -127,7 +127,11 @@ def test_devkit_ground_truth_with_meta_mat_and_as_a_tarball(tmp_path):
     write_meta(tmp_path / "meta.mat", [(1, OTHER), (2, WNID), (1001, "n00001740")])
     truth = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
     truth.write_text("2\n1\n2\n")
-    expected = {"ILSVRC2012_val_00000001": WNID, "ILSVRC2012_val_00000002": OTHER, "ILSVRC2012_val_00000003": WNID}
+    expected = {
+        "ILSVRC2012_val_00000001": WNID,
+        "ILSVRC2012_val_00000002": OTHER,
+        "ILSVRC2012_val_00000003": WNID,
+    }
     assert read_devkit_labels(truth) == expected
 
     devkit = tmp_path / "ILSVRC2012_devkit_t12.tar.gz"
@@ -171,7 +175,13 @@ def test_archive_layout_errors_name_the_path(tmp_path):
 def test_outer_tar_strays_and_links_are_quarantined_at_scan(tmp_path):
     train = tmp_path / "ILSVRC2012_img_train.tar"
     train.write_bytes(
-        tar_of([(f"{WNID}.tar", tar_of([(f"{WNID}_1.JPEG", jpeg())])), ("readme.txt", b"hi"), link("x.tar", "/etc")])
+        tar_of(
+            [
+                (f"{WNID}.tar", tar_of([(f"{WNID}_1.JPEG", jpeg())])),
+                ("readme.txt", b"hi"),
+                link("x.tar", "/etc"),
+            ]
+        )
     )
     (archive,) = scan_archives(locate_source(str(train)))
     assert archive.kind == "class-tars" and [e[0] for e in archive.entries] == [f"{WNID}.tar"]
