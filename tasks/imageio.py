@@ -123,40 +123,12 @@ def probe_record(
     data: bytes, path: str, image_id: str, wnid: str | None, split: str, mtime: float | None
 ) -> tuple:
     """One RECORD for an image's bytes: header and sha256, or the reason it is rejected."""
+    head = (path, image_id, wnid, split, len(data), mtime)
     try:
         h = probe_bytes(data)
     except Rejected as rej:
-        return (
-            path,
-            image_id,
-            wnid,
-            split,
-            len(data),
-            mtime,
-            None,
-            None,
-            None,
-            None,
-            None,
-            rej.reason,
-            rej.detail,
-        )
-    digest = hashlib.sha256(data).hexdigest()
-    return (
-        path,
-        image_id,
-        wnid,
-        split,
-        len(data),
-        mtime,
-        h.width,
-        h.height,
-        h.format,
-        h.mode,
-        digest,
-        None,
-        None,
-    )
+        return head + (None,) * 5 + (rej.reason, rej.detail)
+    return head + (h.width, h.height, h.format, h.mode, hashlib.sha256(data).hexdigest(), None, None)
 
 
 def reject_record(path: str, reason: str, detail: str, size: int | None = None, mtime: float | None = None):
