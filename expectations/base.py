@@ -114,7 +114,7 @@ def text_checks(max_chars: int, key: str) -> tuple[Check, ...]:
         ),
         warning(
             "text_length_within_bounds",
-            gxe.ExpectColumnValuesToBeBetween(column="text_length", min_value=1, max_value=max_chars),
+            gxe.ExpectColumnValuesToBeBetween(column="text_length", max_value=max_chars),
             "the cleaner cuts longer texts; a longer one skipped cleaning",
         ),
         blocking(

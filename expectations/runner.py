@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from expectations import SUITE_NAMES
 from expectations.base import Suite
+from flows.artifacts import format_value
 from tasks.errors import InputError
 from warehouse.db import load_query
 
@@ -229,9 +230,9 @@ def run_suite(context, suite: Suite, frame: pd.DataFrame, run_id: str) -> SuiteR
         datasource = context.data_sources.add_pandas(DATASOURCE)
     asset = datasource.add_dataframe_asset(suite.name)
     batch = asset.add_batch_definition_whole_dataframe("snapshot")
-    gx_suite = context.suites.add(gx.ExpectationSuite(name=suite.name))
-    for check in suite.checks:
-        gx_suite.add_expectation(check.build(suite.name))
+    gx_suite = context.suites.add(
+        gx.ExpectationSuite(name=suite.name, expectations=[c.build(suite.name) for c in suite.checks])
+    )
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite.name, data=batch, suite=gx_suite)
     )
@@ -410,7 +411,8 @@ def summary_markdown(report: Report) -> str:
                 or o.details.get("error")
                 or o.details.get("observed_value")
             )
-            sample_text = _cell(", ".join(map(str, sample[:3])) if isinstance(sample, list) else str(sample))
+            shown = ", ".join(map(str, sample[:3])) if isinstance(sample, list) else str(sample)
+            sample_text = format_value(shown, limit=80)
             count = "" if o.unexpected_count is None else f"{o.unexpected_count:,}"
             kind = "blocking" if o.blocking else "warning"
             lines.append(f"| `{o.key}` | {kind} | {count} | {sample_text} |")
@@ -423,8 +425,3 @@ def summary_markdown(report: Report) -> str:
         + "'\"`",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: str, limit: int = 80) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
