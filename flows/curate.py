@@ -87,7 +87,6 @@ def curate_flow(
             raise InputError("no image texts to score: run `imtext harvest images` first")
         assigned = scoring.assign_scorers(texts, plan)
 
-        ensembles: list[dict] = []
         stored = scoring.read_ensembles(con, plan.model_ids) if plan.scorer == "ensemble" else {}
         for spec in plan.specs.values():
             spec.temperatures = stored.get(spec.model_id, spec.temperatures)
@@ -106,7 +105,7 @@ def curate_flow(
             temperatures=_stored_temperatures(plan),
         )
         if plan.scorer == "ensemble":
-            ensembles = scoring.ensemble_rows(plan, held_out["temperatures"], rid)
+            scoring.register_ensembles(wh, scoring.ensemble_rows(plan, held_out["temperatures"], rid))
 
         pending = scoring.pending_texts(con, assigned)
         logger.info("%d of %d texts need a score", pending.height, assigned.height)
@@ -185,7 +184,7 @@ def curate_flow(
             "started_at": started,
             "finished_at": finished,
         }
-        summary["changed_decisions"] = scoring.persist_task(wh, decided, plan, policy, run_row, ensembles)
+        summary["changed_decisions"] = scoring.persist_task(wh, decided, plan, policy, run_row)
         wh.compact()
         reports.publish(
             report,

@@ -786,10 +786,8 @@ def evaluate_curation(con, labels: str | Path | pl.DataFrame) -> dict:
     return out
 
 
-def persist_decisions(
-    wh, decided: pl.DataFrame, plan: ScoringPlan, policy: Policy, run: dict, ensembles: list[dict]
-) -> int:
-    """One transaction: store kept/policy for this curation's rows, the ensembles and the curation row."""
+def persist_decisions(wh, decided: pl.DataFrame, plan: ScoringPlan, policy: Policy, run: dict) -> int:
+    """One transaction: store kept/policy for this curation's rows and the curation row."""
     from warehouse.db import load_query
 
     decisions = decided.select("text_id", "model_id", "kept").to_arrow()
@@ -806,7 +804,6 @@ def persist_decisions(
             ],
         }
     )
-    new_ensembles = pa.Table.from_pylist(ensembles) if ensembles else None
     run_row = pa.Table.from_pylist([run])
 
     def txn(con) -> int:
@@ -817,10 +814,6 @@ def persist_decisions(
             changed = con.execute(load_query("curate_apply_policy"), {"policy": policy.to_json()}).fetchone()[
                 0
             ]
-            if new_ensembles is not None:
-                con.register("new_ensembles", new_ensembles)
-                con.execute(load_query("curate_insert_ensembles"))
-                con.unregister("new_ensembles")
             con.execute(load_query("curate_insert_run"))
             return changed
         finally:
@@ -870,6 +863,38 @@ def _sample(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
     return keyed.sort("_key").head(n).drop("_key")
 
 
+def _masked_sample(texts: pl.DataFrame, lemmas: dict[str, list[str]], n: int, seed: int) -> pl.DataFrame:
+    """Up to n texts that name their class, with the masked version (a stable sample, not a scan of all)."""
+    rows: list[tuple] = []
+    if n > 0:
+        ordered = texts.select("text_id", "text", "wnid", "fold").with_columns(
+            pl.col("text_id").hash(seed=seed).alias("_key")
+        )
+        # Look at growing slices in a stable random order until n texts that name their class are found.
+        ordered = ordered.sort("_key").drop("_key")
+        start, step = 0, max(20 * n, 1000)
+        while len(rows) < n and start < ordered.height:
+            for row in ordered.slice(start, step).iter_rows():
+                text = row[1] or ""
+                masked = mask_class_names(text, lemmas.get(row[2], []))
+                if masked != text:
+                    rows.append((*row, masked))
+                    if len(rows) == n:
+                        break
+            start += step
+    return pl.DataFrame(
+        rows,
+        schema={
+            "text_id": pl.String,
+            "text": pl.String,
+            "wnid": pl.String,
+            "fold": pl.Int32,
+            "masked": pl.String,
+        },
+        orient="row",
+    )
+
+
 def _top1_macro_f1(pred: Sequence[str], true: Sequence[str]) -> tuple[float, float]:
     from sklearn.metrics import f1_score
 
@@ -904,16 +929,7 @@ def held_out_pass(
     out_of_fold = assigned.filter(pl.col("role") == "out-of-fold")
     per_fold_cal = max(1, calibration_texts // max(plan.folds, 1))
     # Only texts that name their class tell semantics from keywords once masked.
-    masked_rows = []
-    for row in out_of_fold.select("text_id", "text", "wnid", "fold").iter_rows():
-        text, wnid = row[1] or "", row[2]
-        masked = mask_class_names(text, lemmas.get(wnid, []))
-        if masked != text:
-            masked_rows.append((*row, masked))
-    masked_frame = pl.DataFrame(
-        masked_rows, schema=["text_id", "text", "wnid", "fold", "masked"], orient="row"
-    )
-    masked_frame = _sample(masked_frame, masked_texts, seed) if masked_texts > 0 else masked_frame.head(0)
+    masked_frame = _masked_sample(out_of_fold, lemmas, masked_texts, seed)
 
     cal: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     cal_labels: dict[str, list[str]] = {k: [] for k in kinds}
@@ -1003,6 +1019,24 @@ def _widen(scored: tuple[np.ndarray, list[str]], labels: Sequence[str]) -> np.nd
     return out
 
 
+def register_ensembles(wh, rows: list[dict]) -> int:
+    """Store new ensembles before they score, so a resumed run scores with the same calibration."""
+    from warehouse.db import load_query
+
+    if not rows:
+        return 0
+    table = pa.Table.from_pylist(rows)
+
+    def insert(con) -> int:
+        con.register("new_ensembles", table)
+        try:
+            return con.execute(load_query("curate_insert_ensembles")).fetchone()[0]
+        finally:
+            con.unregister("new_ensembles")
+
+    return wh.write(insert)
+
+
 def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str) -> list[dict]:
     """`ensembles` rows for the plan's ensembles (the calibration each one scores with)."""
     import datetime as dt
@@ -1078,8 +1112,6 @@ def held_out_task(plan: ScoringPlan, assigned: pl.DataFrame, lemmas: dict, **kwa
 
 
 @task(name="store-decisions", cache_policy=NO_CACHE)
-def persist_task(
-    wh, decided: pl.DataFrame, plan: ScoringPlan, policy: Policy, run: dict, ensembles: list
-) -> int:
+def persist_task(wh, decided: pl.DataFrame, plan: ScoringPlan, policy: Policy, run: dict) -> int:
     """Store keep/drop decisions and the curation row in one warehouse transaction."""
-    return persist_decisions(wh, decided, plan, policy, run, ensembles)
+    return persist_decisions(wh, decided, plan, policy, run)

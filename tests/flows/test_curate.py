@@ -101,6 +101,7 @@ def test_killed_run_resumes_with_one_score_per_text_and_model_never_by_its_own_t
     assert con.execute("SELECT count(*) FROM curated").fetchone()[0] == again["kept"]
 
 
+@pytest.mark.slow
 def test_every_scorer_scores_each_text_once_and_the_ensemble_is_not_worse(env):
     from flows.curate import curate_flow
 
@@ -176,6 +177,16 @@ def test_new_texts_go_to_the_full_model_and_labels_choose_the_threshold(env):
     assert summary["report"].startswith(str(env["settings"].reports_dir.resolve()))
     assert "precision / recall" in open(summary["report"]).read()
     assert np.isclose(summary["kept"] / summary["texts"], summary["kept_ratio"])
+    # ... linked from the flow run, beside the per-class table
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[summary["run_id"]]))
+        )
+    kinds = {a.key: a.type for a in found if a.key}
+    assert kinds["curation-table"] == "table" and "curation-report" in kinds
 
 
 def test_curate_refuses_bad_requests_with_clear_messages(env):

@@ -291,3 +291,60 @@ def test_report_renders_and_escapes():
     )
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert html.count("<svg") == 3 and "threshold 0.2" in html
+
+
+# -- fast inference ----------------------------------------------------------------------------
+
+TEXTS = [
+    "goldfish",
+    "a small orange goldfish swimming in a round glass bowl on the kitchen table",
+    "pizza with cheese",
+    "",
+    "volcano erupting at night with glowing red lava running down the slopes toward the sea",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tasks.classifier import build_classifier
+
+    model, tokenizer, _ = build_classifier("tiny-roberta", ["a", "b", "c"], corpus=TEXTS * 20, seed=0)
+    return model, tokenizer
+
+
+def test_length_sorted_dynamic_padding_gives_the_scores_of_one_text_at_a_time(tiny):
+    model, tokenizer = tiny
+    scorer = scoring.TransformerScorer(model, tokenizer, batch_size=2, device="cpu")
+    together = scorer.predict_proba(TEXTS)
+    alone = np.concatenate([scorer.predict_proba([t]) for t in TEXTS])
+    assert together.shape == (5, 3) and np.allclose(together.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(together, alone, atol=1e-5)
+    assert scorer.labels == ["a", "b", "c"]
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_scores_agree_with_cpu(tiny):
+    model, tokenizer = tiny
+    cpu = scoring.TransformerScorer(model, tokenizer, device="cpu").predict_proba(TEXTS)
+    gpu = scoring.TransformerScorer(model, tokenizer, device="cuda").predict_proba(TEXTS)
+    assert np.abs(cpu - gpu).max() < 0.05
+
+
+def test_cli_options_reach_the_flows():
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.commands import curate, export
+
+    app = typer.Typer()
+    curate.register(app)
+    export.register(app)
+    runner = CliRunner()
+    text = runner.invoke(app, ["curate", "--help"], terminal_width=200).output
+    for option in ("--min-p-true", "--top-k", "--scorer", "--labels", "--target-precision"):
+        assert option in text
+    text = runner.invoke(app, ["export", "--help"], terminal_width=200).output
+    for option in ("--format", "--out", "--shard-size"):
+        assert option in text
+    bad = runner.invoke(app, ["curate", "--min-p-true", "2"])
+    assert bad.exit_code == 2
