@@ -246,10 +246,11 @@ def write_parquet_shards(tree: Path, out: Path, shards: int = 2, rows_per_group:
         for f in sorted(d.iterdir())
     ]
     solution = {}
-    with open(tree / "LOC_val_solution.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            solution[row["ImageId"]] = index[row["PredictionString"].split()[0]]
-    val = [(f, solution[f.stem]) for f in sorted((tree / "val").iterdir()) if f.stem in solution]
+    if (tree / "LOC_val_solution.csv").is_file():
+        with open(tree / "LOC_val_solution.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                solution[row["ImageId"]] = index[row["PredictionString"].split()[0]]
+    val = [(f, solution[f.stem]) for f in sorted((tree / "val").glob("*")) if f.stem in solution]
 
     def write(path: Path, rows: list[tuple[Path, int]]) -> str:
         image = pa.array(
@@ -264,8 +265,9 @@ def write_parquet_shards(tree: Path, out: Path, shards: int = 2, rows_per_group:
     per = -(-len(train) // shards)
     for k in range(shards):
         paths.append(write(out / f"train-{k:05d}-of-{shards:05d}.parquet", train[k * per : (k + 1) * per]))
-    paths.append(write(out / "validation-00000-of-00001.parquet", val))
-    paths.append(write(out / "test-00000-of-00001.parquet", [(f, -1) for f, _ in val[:2]]))
+    if val:
+        paths.append(write(out / "validation-00000-of-00001.parquet", val))
+        paths.append(write(out / "test-00000-of-00001.parquet", [(f, -1) for f, _ in val[:2]]))
     return {"root": str(out), "shards": paths, "images": len(train) + len(val)}
 
 

@@ -1,0 +1,129 @@
+"""Benchmark: `imtext ingest` from an ILSVRC-style tar and from parquet shards vs the same images as a folder.
+
+Uses the trees of bench/ingest.py (generated once into bench/out/ingest-cache/) and writes, once,
+the same images as ILSVRC2012_img_train.tar (one <wnid>.tar per class) and as Hugging Face style
+parquet shards. Each source is ingested by the CLI into a fresh warehouse, large and small, so the
+per-image rate has start-up cancelled out, all in the same run. Goal: the tar at least as fast as
+the folder (one sequential read instead of one open per file).
+
+    python bench/ingest_archives.py [--large 10000] [--small 2000] [--classes 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ingest as base  # noqa: E402 - bench/ingest.py: trees, timing, environment
+
+from flows.demo.sample import write_parquet_shards  # noqa: E402
+
+
+def make_train_tar(tree: Path) -> Path:
+    """tree/train/<wnid>/*.JPEG as ILSVRC2012_img_train.tar beside the tree (once)."""
+    import io
+    import tarfile
+
+    out = tree.parent / f"{tree.name}-tar" / "ILSVRC2012_img_train.tar"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as outer:
+        for folder in sorted((tree / "train").iterdir()):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as inner:
+                for f in sorted(folder.iterdir()):
+                    inner.add(f, arcname=f.name)
+            info = tarfile.TarInfo(f"{folder.name}.tar")
+            info.size = buf.tell()
+            buf.seek(0)
+            outer.addfile(info, buf)
+    partial.rename(out)
+    return out
+
+
+def make_shards(tree: Path, shards: int) -> Path:
+    """tree's class folders as parquet shards (train-0000k-of-...), once."""
+    out = tree.parent / f"{tree.name}-parquet"
+    if (out / "done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    write_parquet_shards(tree, out, shards=shards, rows_per_group=256)
+    (out / "done").touch()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--large", type=int, default=10_000)
+    parser.add_argument("--small", type=int, default=2_000)
+    parser.add_argument("--classes", type=int, default=25)
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="measurements per source and size; the best counts"
+    )
+    args = parser.parse_args()
+
+    big, little = base.make_trees(args.large, args.small, args.classes)
+    n_large, n_small = base.count_images(big), base.count_images(little)
+    sources = {
+        "folder": (big, little),
+        "tar": (make_train_tar(big), make_train_tar(little)),
+        "parquet": (make_shards(big, 8), make_shards(little, 2)),
+    }
+    for large, small in sources.values():  # warm the page cache
+        for root in (large, small):
+            for dirpath, _, files in os.walk(root) if root.is_dir() else [(root.parent, [], [root.name])]:
+                for f in files:
+                    with open(os.path.join(dirpath, f), "rb") as fh:
+                        while fh.read(1 << 24):
+                            pass
+    print(f"{n_large} and {n_small} JPEGs (500x375) in {args.classes} classes, as a folder, an ILSVRC "
+          f"train tar and parquet shards; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+    env = base.bench_env()
+    scratch = Path(tempfile.mkdtemp(prefix="ingest-archives-", dir=base.OUT))
+    runs = {(name, size): [] for name in sources for size in ("large", "small")}
+    try:
+        base.timed(
+            [base.IMTEXT, "ingest", "--source", str(little)], dict(env, IMTEXT_HOME=str(scratch / "warm"))
+        )
+        for rep in range(args.repeat):  # interleaved, so a busy spell hits every source alike
+            for name, (large, small) in sources.items():
+                for size, src in (("large", large), ("small", small)):
+                    home = scratch / f"{name}-{size}-{rep}"
+                    cmd = [base.IMTEXT, "ingest", "--source", str(src)]
+                    runs[name, size].append(base.timed(cmd, dict(env, IMTEXT_HOME=str(home))))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"load after: {os.getloadavg()[0]:.1f}; best of {args.repeat} per source and size")
+
+    print(f"\n{'source':<10}{'images/s':>10}{'CPU ms/img':>12}{'CLI img/s':>11}{'start-up s':>12}"
+          f"{'large s':>9}{'small s':>9}{'peak MB':>9}")  # fmt: skip
+    rates = {}
+    for name in sources:
+        large, small = base.best(runs[name, "large"]), base.best(runs[name, "small"])
+        f = base.rate(large, small, n_large, n_small)
+        wall = base.rate(large, small, n_large, n_small, key="seconds")
+        rates[name] = f["rate"]
+        print(f"{name:<10}{f['rate']:>10,.0f}{f['cpu_ms']:>12.2f}{wall['rate']:>11,.0f}{f['startup']:>12.1f}"
+              f"{large['work_s']:>9.1f}{small['work_s']:>9.1f}{f['peak']:>9.0f}")  # fmt: skip
+    print(
+        "\nimages/s: inside the ingest flow, large minus small (start-up cancelled out); CLI img/s: the same"
+    )
+    print("from whole commands' wall clock (Prefect's start-up varies by seconds on a shared machine).")
+    print(f"tar / folder: {rates['tar'] / rates['folder']:.2f}x   (goal >= 1x)")
+    print(f"parquet / folder: {rates['parquet'] / rates['folder']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
