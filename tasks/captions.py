@@ -9,6 +9,7 @@ are there. Everything is vectorised with polars: half a million records take sec
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +19,7 @@ from tasks.text import (
     prepare_image_texts,
     record_outcomes,
     register_pending,
+    state_frame,
     state_keys,
     store_image_texts,
     tags_expr,
@@ -122,24 +124,35 @@ def import_captions(
         wh.write(lambda c: register_pending(c, pending))
     todo = matched.join(done, on="image_id", how="anti").drop("image_wnid")
     todo_ids = todo["image_id"].unique(maintain_order=True)
-    for start in range(0, todo_ids.len(), batch_size):
-        ids = todo_ids.slice(start, batch_size)
-        part = todo.filter(pl.col("image_id").is_in(ids.implode()))
-        texts = prepare_image_texts(caption_rows(part), run_id)
-        outcomes = pl.DataFrame({"key": ids}).with_columns(
-            pl.lit(SOURCE).alias("source"),
-            pl.lit("done").alias("status"),
-            pl.lit(None, dtype=pl.String).alias("last_error"),
-            pl.lit(run_id).alias("run_id"),
-        )
-
-        def write(c, texts=texts, outcomes=outcomes) -> int:
-            added = store_image_texts(c, texts)
-            record_outcomes(c, outcomes)
-            return added
-
-        counts["texts_added"] += wh.write(write)
-        counts["done"] += ids.len()
-        if on_done:
-            on_done(ids.len())
+    # Batch k is written on a second thread while batch k+1 is cleaned: polars and DuckDB both
+    # release the GIL, and the warehouse connection is only ever used by the writer thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imtext-captions-writer") as writer:
+        pending = None
+        for start in range(0, todo_ids.len(), batch_size):
+            ids = todo_ids.slice(start, batch_size)
+            part = todo.filter(pl.col("image_id").is_in(ids.implode()))
+            texts = prepare_image_texts(caption_rows(part), run_id)
+            outcomes = state_frame(ids, SOURCE, "done", run_id)
+            if pending is not None:
+                _finish(pending, counts, on_done)
+            pending = (writer.submit(wh.write, _writer(texts, outcomes)), ids.len())
+        if pending is not None:
+            _finish(pending, counts, on_done)
     return counts
+
+
+def _writer(texts: pl.DataFrame, outcomes: pl.DataFrame):
+    def write(con) -> int:
+        added = store_image_texts(con, texts)
+        record_outcomes(con, outcomes)
+        return added
+
+    return write
+
+
+def _finish(pending, counts: dict, on_done) -> None:
+    future, n = pending
+    counts["texts_added"] += future.result()
+    counts["done"] += n
+    if on_done:
+        on_done(n)

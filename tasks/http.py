@@ -63,8 +63,12 @@ class TokenBucket:
     """Requests-per-second limit shared by threads: each caller reserves the next free slot, then sleeps.
 
     `burst` slots may be used back to back after an idle spell; with the default of 1, requests
-    start at least 1/rate apart, so the achieved rate never exceeds the limit.
+    start at least 1/rate apart, so the achieved rate never exceeds the limit. The spacing aims
+    `MARGIN` (1%) under the limit, so that network jitter (a first request delayed by its TCP
+    handshake, say) never makes the arrivals at the server look faster than the limit.
     """
+
+    MARGIN = 0.01
 
     def __init__(self, rate: float | None, burst: float = 1.0, clock=time.monotonic, sleep=time.sleep):
         self.rate = rate if rate and rate > 0 else math.inf
@@ -77,7 +81,7 @@ class TokenBucket:
 
     @property
     def interval(self) -> float:
-        return 0.0 if math.isinf(self.rate) else 1.0 / self.rate
+        return 0.0 if math.isinf(self.rate) else 1.0 / (self.rate * (1.0 - self.MARGIN))
 
     def acquire(self) -> float:
         """Wait for a slot; returns the seconds waited."""

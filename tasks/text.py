@@ -41,7 +41,7 @@ JUNK_PATTERNS: dict[str, str] = {
     "camera-filename": (
         rf"(?i)^(?:(?:{_CAMERA_PREFIX})[ _\-]?\d{{3,}}(?:[_\-]\d+)*(?:\.(?:{_PHOTO_EXT}))?"
         rf"|\d{{3,}}[_\-]\d{{3,}}(?:[_\-]\d+)*(?:\.(?:{_PHOTO_EXT}))?"
-        rf"|[\w\-. ]{{1,60}}\.(?:{_PHOTO_EXT}))$"
+        rf"|[A-Za-z0-9_\-. ]{{1,60}}\.(?:{_PHOTO_EXT}))$"
     ),
     # default texts cameras and software write into every picture
     "camera-default": (
@@ -78,11 +78,12 @@ def text_id(image_id: str, source: str, field: str, text: str) -> str:
 
 
 def text_ids(image_ids, sources, fields, texts) -> pl.Series:
-    """`text_id` over four equally long sequences (polars Series or lists)."""
+    """`text_id` over four equally long sequences (polars Series or lists), without a Python zip."""
+    columns = [pl.Series(c, dtype=pl.String).fill_null("") for c in (image_ids, sources, fields, texts)]
+    joined = pl.select(pl.concat_str(columns, separator="\x1f")).to_series().to_list()
+    blake2b = hashlib.blake2b
     return pl.Series(
-        "text_id",
-        [text_id(*row) for row in zip(image_ids, sources, fields, texts, strict=True)],
-        dtype=pl.String,
+        "text_id", [blake2b(s.encode("utf-8"), digest_size=16).hexdigest() for s in joined], dtype=pl.String
     )
 
 

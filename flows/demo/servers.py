@@ -76,6 +76,7 @@ class ApiServers:
     base_url: str
     stats: Counter
     requests: list[str]
+    arrivals: list[float]  # time.monotonic() at each request's arrival, in order
 
     @property
     def wikipedia_api(self) -> str:
@@ -106,6 +107,7 @@ class _Server(ThreadingHTTPServer):
         self.seen: Counter = Counter()
         self.stats: Counter = Counter()
         self.requests: list[str] = []
+        self.arrivals: list[float] = []
 
     def fault_for(self, key: str) -> int | None:
         """429 or 500 for the first request of some keys (chosen by a stable hash), else None."""
@@ -120,6 +122,10 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in one segment (flushed after each request) with Nagle off, as from a
+    # real API server; otherwise delayed ACKs add 40 ms to every answer.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
     server: _Server
     server_version = "imtext-standin/1"
 
@@ -168,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        with self.server.lock:
+            self.server.arrivals.append(time.monotonic())
         if self.server.latency_s:
             time.sleep(self.server.latency_s)
         parts = urlsplit(self.path)
@@ -260,7 +268,12 @@ def serve_apis(
     thread.start()
     host, port = server.server_address[:2]
     try:
-        yield ApiServers(base_url=f"http://{host}:{port}", stats=server.stats, requests=server.requests)
+        yield ApiServers(
+            base_url=f"http://{host}:{port}",
+            stats=server.stats,
+            requests=server.requests,
+            arrivals=server.arrivals,
+        )
     finally:
         server.shutdown()
         server.server_close()
