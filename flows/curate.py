@@ -10,6 +10,7 @@ import polars as pl
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows import artifacts
 from tasks import report as reports
 from tasks import scoring
 from tasks.errors import InputError
@@ -186,13 +187,23 @@ def curate_flow(
         }
         summary["changed_decisions"] = scoring.persist_task(wh, decided, plan, policy, run_row)
         wh.compact()
-        reports.publish(
-            report,
-            per_class.select(
-                "wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text"
-            ).to_dicts(),
-            key="curation",
-            description=f"kept {kept:,} of {decided.height:,} texts ({plan.scorer} scorer)",
+        description = f"kept {kept:,} of {decided.height:,} texts ({plan.scorer} scorer)"
+        artifacts.publish_table(
+            per_class.select("wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text"),
+            key="curation-classes",
+            description=f"per class: {description}",
+            max_rows=1000,
+        )
+        artifacts.publish_link(report, text=report.name, key="curation-report", description=description)
+        artifacts.publish_summary(
+            "Curation",
+            {k: summary[k] for k in ("scorer", "scorer_reason", "texts", "scored_now", "kept", "dropped")}
+            | {
+                "policy": summary["policy"],
+                "precision": summary.get("precision"),
+                "recall": summary.get("recall"),
+            },
+            key="curation-summary",
         )
         logger.info(
             "kept %d and dropped %d of %d texts; report %s",

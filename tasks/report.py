@@ -299,21 +299,3 @@ def write_report(text: str, reports_dir: str | Path, name: str) -> Path:
     path = (folder / name).resolve()
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def publish(report: Path, table: list[dict], *, key: str, description: str) -> None:
-    """A table artifact and a link to the HTML report on the current Prefect flow run (no-op outside one)."""
-    try:
-        from prefect.artifacts import create_link_artifact, create_table_artifact
-        from prefect.context import FlowRunContext
-    except ImportError:
-        return
-    if FlowRunContext.get() is None:
-        return
-    clean = [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table
-    ]
-    create_table_artifact(table=clean, key=f"{key}-table", description=description)
-    create_link_artifact(
-        link=report.as_uri(), link_text=report.name, key=f"{key}-report", description=description
-    )

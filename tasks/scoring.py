@@ -20,6 +20,7 @@ Scores are written in Arrow batches as they come (one warehouse transaction each
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -27,6 +28,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -705,24 +707,44 @@ def score_pending(
     device=None,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Score every pending text with its scorer, writing each chunk as it is done; returns rows added."""
+    """Score every pending text with its scorer, writing each chunk as it is done; returns rows added.
+
+    The warehouse write of a chunk runs in a background thread while the next chunk is scored (one
+    write in flight at most; nothing else touches the connection meanwhile).
+    """
     added = 0
-    for model_id in sorted(pending["model_id"].unique().to_list()):
-        spec = plan.spec(model_id)
-        todo = (
-            pending.filter(pl.col("model_id") == model_id)
-            .with_columns(pl.col("text").fill_null("").str.len_bytes().alias("_len"))
-            .sort("_len", descending=True)
-        )
-        scorer = load_scorer(spec, batch_size=batch_size, device=device)
-        try:
-            for chunk in _chunks(todo, chunk_size):
-                added += write_scores(wh, score_table(scorer, chunk, model_id, policy, run_id))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer") as writer:
+        in_flight: Future | None = None
+
+        def settle() -> None:
+            nonlocal added, in_flight
+            if in_flight is not None:
+                rows, n = in_flight.result()
+                added += rows
+                in_flight = None
                 if on_batch is not None:
-                    on_batch(chunk.height)
+                    on_batch(n)
+
+        try:
+            for model_id in sorted(pending["model_id"].unique().to_list()):
+                spec = plan.spec(model_id)
+                todo = (
+                    pending.filter(pl.col("model_id") == model_id)
+                    .with_columns(pl.col("text").fill_null("").str.len_bytes().alias("_len"))
+                    .sort("_len", descending=True)
+                )
+                scorer = load_scorer(spec, batch_size=batch_size, device=device)
+                for chunk in _chunks(todo, chunk_size):
+                    table = score_table(scorer, chunk, model_id, policy, run_id)
+                    settle()
+                    in_flight = writer.submit(lambda t=table, n=chunk.height: (write_scores(wh, t), n))
+                del scorer
+                gc.collect()
+            settle()
         finally:
-            del scorer
-            gc.collect()
+            if in_flight is not None:  # a failure while scoring: still store what was scored
+                with contextlib.suppress(Exception):
+                    settle()
     return added
 
 

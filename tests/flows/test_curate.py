@@ -186,7 +186,7 @@ def test_new_texts_go_to_the_full_model_and_labels_choose_the_threshold(env):
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[summary["run_id"]]))
         )
     kinds = {a.key: a.type for a in found if a.key}
-    assert kinds["curation-table"] == "table" and "curation-report" in kinds
+    assert kinds["curation-classes"] == "table" and "curation-report" in kinds
 
 
 def test_curate_refuses_bad_requests_with_clear_messages(env):
