@@ -59,7 +59,7 @@ def curate_flow(
     ] = None,
 ) -> dict:
     """Score every image text with a model that never saw it, store keep/drop decisions, write the report."""
-    from flows.runtime import open_warehouse, run_id
+    from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
 
     logger = get_run_logger()
@@ -112,9 +112,18 @@ def curate_flow(
         logger.info("%d of %d texts need a score", pending.height, assigned.height)
         scored_now = 0
         if not pending.is_empty():
+            progress = Progress(pending.height, "scoring texts")
             scored_now = scoring.score_texts_task(
-                wh, plan, pending, policy, rid, batch_size=batch_size, device=device
+                wh,
+                plan,
+                pending,
+                policy,
+                rid,
+                batch_size=batch_size,
+                device=device,
+                on_batch=progress.advance,
             )
+            progress.close()
         decided = scoring.read_decisions(con, assigned)
 
         curve = None

@@ -6,31 +6,10 @@ import datetime as dt
 import json
 from typing import Annotated
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from tasks import export as exporting
-
-
-@task(name="read-curated", cache_policy=NO_CACHE)
-def read_curated_task(con, only_with_text: bool) -> exporting.CuratedData:
-    """Read images, kept texts and class texts of the latest curation at one snapshot."""
-    return exporting.read_curated(con, only_with_text)
-
-
-@task(name="write-export", cache_policy=NO_CACHE)
-def write_export_task(data, format: str, out: str, shard_size: int, run_id: str, extra: dict):
-    """Write the dataset files and the manifest."""
-    from flows.runtime import Progress
-
-    progress = Progress(data.images.height, f"exporting {format}")
-    try:
-        return exporting.export_dataset(
-            data, format, out, shard_size=shard_size, run_id=run_id, extra=extra, on_sample=progress.advance
-        )
-    finally:
-        progress.close()
 
 
 @flow(name="export")
@@ -47,10 +26,9 @@ def export_flow(
     ] = False,
 ) -> dict:
     """Export the curated dataset with a manifest naming the snapshot, the models and the policy."""
-    from flows.runtime import open_warehouse, run_id
+    from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
     from tasks.errors import InputError
-    from warehouse.db import load_query
 
     if format not in exporting.FORMATS:
         raise InputError(f"--format must be one of {', '.join(exporting.FORMATS)}, not {format!r}")
@@ -62,10 +40,20 @@ def export_flow(
     try:
         reader = wh.reader()
         try:
-            data = read_curated_task(reader, only_with_text)
+            data = exporting.read_curated_task(reader, only_with_text)
         finally:
             reader.close()
-        result = write_export_task(data, format, target, shard_size, rid, {"only_with_text": only_with_text})
+        progress = Progress(data.images.height, f"exporting {format}")
+        result = exporting.write_export_task(
+            data,
+            format,
+            target,
+            shard_size,
+            rid,
+            {"only_with_text": only_with_text},
+            on_sample=progress.advance,
+        )
+        progress.close()
         row = {
             "run_id": rid,
             "format": format,
@@ -77,17 +65,7 @@ def export_flow(
             "manifest": json.dumps({k: v for k, v in result.manifest.items() if k != "files"}, default=str),
             "exported_at": dt.datetime.now(dt.UTC),
         }
-
-        def record(con):
-            import pyarrow as pa
-
-            con.register("export_row", pa.Table.from_pylist([row]))
-            try:
-                con.execute(load_query("curate_insert_export"))
-            finally:
-                con.unregister("export_row")
-
-        wh.write(record)
+        exporting.record_export(wh, row)
     finally:
         wh.close()
     logger.info(

@@ -27,6 +27,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import InputError
 
@@ -382,3 +384,27 @@ def export_dataset(
     result.out = out
     result.manifest = manifest
     return result
+
+
+def record_export(wh, row: dict) -> int:
+    """One `exports` row for a finished export (anti-joined on run_id)."""
+    from tasks.scoring import insert_arrow
+
+    return insert_arrow(wh, "curate_insert_export", "export_row", pa.Table.from_pylist([row]))
+
+
+# -- Prefect tasks (thin wrappers the export flow calls) ------------------------------------------
+
+
+@task(name="read-curated", cache_policy=NO_CACHE)
+def read_curated_task(con, only_with_text: bool) -> CuratedData:
+    """Read images, kept texts and class texts of the latest curation at one snapshot."""
+    return read_curated(con, only_with_text)
+
+
+@task(name="write-export", cache_policy=NO_CACHE)
+def write_export_task(data, format: str, out: str, shard_size: int, run_id: str, extra: dict, on_sample=None):
+    """Write the dataset files and the manifest."""
+    return export_dataset(
+        data, format, out, shard_size=shard_size, run_id=run_id, extra=extra, on_sample=on_sample
+    )

@@ -676,18 +676,23 @@ def score_table(scorer, texts: pl.DataFrame, model_id: str, policy: Policy, run_
     )
 
 
-def write_scores(wh, table: pa.Table) -> int:
-    """Insert score rows not yet present for their (text_id, model_id), in one transaction."""
+def insert_arrow(wh, query: str, name: str, table: pa.Table) -> int:
+    """Run an INSERT query over an Arrow table seen as `name`, in one transaction; rows inserted."""
     from warehouse.db import load_query
 
     def insert(con) -> int:
-        con.register("new_scores", table)
+        con.register(name, table)
         try:
-            return con.execute(load_query("curate_insert_scores")).fetchone()[0]
+            return con.execute(load_query(query)).fetchone()[0]
         finally:
-            con.unregister("new_scores")
+            con.unregister(name)
 
     return wh.write(insert)
+
+
+def write_scores(wh, table: pa.Table) -> int:
+    """Insert score rows not yet present for their (text_id, model_id), in one transaction."""
+    return insert_arrow(wh, "curate_insert_scores", "new_scores", table)
 
 
 def _chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
@@ -1043,20 +1048,9 @@ def _widen(scored: tuple[np.ndarray, list[str]], labels: Sequence[str]) -> np.nd
 
 def register_ensembles(wh, rows: list[dict]) -> int:
     """Store new ensembles before they score, so a resumed run scores with the same calibration."""
-    from warehouse.db import load_query
-
     if not rows:
         return 0
-    table = pa.Table.from_pylist(rows)
-
-    def insert(con) -> int:
-        con.register("new_ensembles", table)
-        try:
-            return con.execute(load_query("curate_insert_ensembles")).fetchone()[0]
-        finally:
-            con.unregister("new_ensembles")
-
-    return wh.write(insert)
+    return insert_arrow(wh, "curate_insert_ensembles", "new_ensembles", pa.Table.from_pylist(rows))
 
 
 def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str) -> list[dict]:
@@ -1118,13 +1112,7 @@ def score_texts_task(
     wh, plan: ScoringPlan, pending: pl.DataFrame, policy: Policy, run_id: str, **kwargs
 ) -> int:
     """Score the pending texts out-of-fold, writing each chunk as it is done."""
-    from flows.runtime import Progress
-
-    progress = Progress(pending.height, "scoring texts")
-    try:
-        return score_pending(wh, plan, pending, policy, run_id, on_batch=progress.advance, **kwargs)
-    finally:
-        progress.close()
+    return score_pending(wh, plan, pending, policy, run_id, **kwargs)
 
 
 @task(name="held-out-pass", tags=["gpu"], cache_policy=NO_CACHE)

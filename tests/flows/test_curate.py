@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from tasks import scoring
 from tasks.folds import fold_of
-from tests.flows.test_curate_data import TRAIN_RUN, build_world, tid, train_models
+from tests.flows.test_curate_data import TRAIN_RUN, build_world, tid, train_models, use_home
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,7 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("curate")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMTEXT_HOME", str(root / "home"))
-        mp.delenv("IMTEXT_WAREHOUSE", raising=False)
-        mp.delenv("IMTEXT_WAREHOUSE_DATA", raising=False)
+        use_home(mp, root / "home")
         settings = load_settings()
         wh = Warehouse.from_settings(settings)
         built = build_world(wh, root / "world", per_class=6)
@@ -38,9 +36,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture
 def env(world, monkeypatch):
-    monkeypatch.setenv("IMTEXT_HOME", str(world["settings"].home))
-    monkeypatch.delenv("IMTEXT_WAREHOUSE", raising=False)
-    monkeypatch.delenv("IMTEXT_WAREHOUSE_DATA", raising=False)
+    use_home(monkeypatch, str(world["settings"].home))
     return world
 
 

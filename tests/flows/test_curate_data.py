@@ -41,6 +41,13 @@ NOISE = [
 TRAIN_RUN = "train-run-1"
 
 
+def use_home(mp, home) -> None:
+    """Point IMTEXT_HOME at `home` (with the default catalog and data path) through a MonkeyPatch."""
+    mp.setenv("IMTEXT_HOME", str(home))
+    mp.delenv("IMTEXT_WAREHOUSE", raising=False)
+    mp.delenv("IMTEXT_WAREHOUSE_DATA", raising=False)
+
+
 def tid(image_id: str, field: str, text: str) -> str:
     return hashlib.blake2b(f"{image_id}|test|{field}|{text}".encode(), digest_size=12).hexdigest()
 

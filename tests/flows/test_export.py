@@ -8,7 +8,7 @@ import tarfile
 import polars as pl
 import pytest
 
-from tests.flows.test_curate_data import CLASSES, build_world, train_models
+from tests.flows.test_curate_data import CLASSES, build_world, train_models, use_home
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,7 @@ def curated(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMTEXT_HOME", str(root / "home"))
-        mp.delenv("IMTEXT_WAREHOUSE", raising=False)
-        mp.delenv("IMTEXT_WAREHOUSE_DATA", raising=False)
+        use_home(mp, root / "home")
         settings = load_settings()
         wh = Warehouse.from_settings(settings)
         world = build_world(wh, root / "world", per_class=5)
@@ -41,9 +39,7 @@ def curated(tmp_path_factory):
 
 @pytest.fixture
 def env(curated, monkeypatch):
-    monkeypatch.setenv("IMTEXT_HOME", curated["home"])
-    monkeypatch.delenv("IMTEXT_WAREHOUSE", raising=False)
-    monkeypatch.delenv("IMTEXT_WAREHOUSE_DATA", raising=False)
+    use_home(monkeypatch, curated["home"])
     return curated
 
 
