@@ -21,7 +21,15 @@ from tasks import flickr as flickr_mod
 from tasks import wikipedia as wikipedia_mod
 from tasks.errors import InputError
 from tasks.http import HttpClient
-from tasks.text import prepare_class_texts, record_outcomes, register_pending, state_frame, store_class_texts
+from tasks.text import (
+    keys_to_fetch,
+    prepare_class_texts,
+    record_outcomes,
+    register_pending,
+    state_counts,
+    state_frame,
+    store_class_texts,
+)
 from warehouse.catalog import read_classes
 
 WIKIPEDIA_RATE = 20.0  # requests per second; Wikimedia asks clients to stay well below 200/s
@@ -79,17 +87,6 @@ def harvest_embedded_task(wh, images: pl.DataFrame, run_id: str, concurrency: in
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _state_counts(wh, sources: list[str]) -> dict[str, dict[str, int]]:
-    rows = wh.con.execute(
-        "SELECT source, status, count(*) FROM harvest_state WHERE list_contains(?, source) GROUP BY ALL ORDER BY ALL",
-        [sources],
-    ).fetchall()
-    counts: dict[str, dict[str, int]] = {}
-    for source, status, n in rows:
-        counts.setdefault(source, {})[status] = n
-    return counts
-
-
 def _select_classes(wh, classes: str) -> pl.DataFrame:
     catalog = read_classes()
     choice = classes.strip()
@@ -140,17 +137,6 @@ def _artifact(key: str, title: str, summary: dict) -> None:
         create_markdown_artifact(markdown="\n".join(lines), key=key, description=title)
     except Exception:  # an artifact is a convenience; the summary is returned either way
         pass
-
-
-def _todo(wh, keys: pl.DataFrame, source: str, retry_failed: bool) -> pl.DataFrame:
-    """Rows of `keys` (column image_id) to fetch now: new or pending ones, or only failed ones."""
-    states = wh.con.execute(
-        "SELECT key AS image_id, status FROM harvest_state WHERE source = ?", [source]
-    ).pl()
-    joined = keys.join(states, on="image_id", how="left")
-    if retry_failed:
-        return joined.filter(pl.col("status") == "failed").drop("status")
-    return joined.filter(pl.col("status").is_null() | (pl.col("status") == "pending")).drop("status")
 
 
 # -- flows -----------------------------------------------------------------------------------------
@@ -210,7 +196,7 @@ def harvest_classes_flow(
             progress.close()
             counts["skipped"] = selected.height - todo.height
             summary["sources"]["wikipedia"] = counts
-        summary["state"] = _state_counts(wh, ["wikipedia"])
+        summary["state"] = state_counts(wh.con, ["wikipedia"])
         for source, counts in summary["sources"].items():
             logger.info("harvest-classes %s: %s", source, counts)
         _artifact("harvest-classes-summary", "Class texts harvested", summary)
@@ -278,7 +264,7 @@ def harvest_images_flow(
             )
         if embedded:
             images = wh.con.execute("SELECT image_id, path FROM images ORDER BY image_id").pl()
-            todo = _todo(wh, images, embedded_mod.SOURCE, retry_failed)
+            todo = keys_to_fetch(wh.con, images, embedded_mod.SOURCE, retry_failed)
             pending = state_frame(todo["image_id"], embedded_mod.SOURCE, "pending", rid).drop("status")
             wh.write(lambda con: register_pending(con, pending))
             progress = Progress(todo.height, "embedded metadata")
@@ -286,7 +272,7 @@ def harvest_images_flow(
             progress.close()
             counts["skipped"] = images.height - todo.height
             summary["sources"]["embedded"] = counts
-        summary["state"] = _state_counts(wh, list(summary["sources"]))
+        summary["state"] = state_counts(wh.con, list(summary["sources"]))
         for source, counts in summary["sources"].items():
             logger.info("harvest-images %s: %s", source, counts)
         _artifact("harvest-images-summary", "Image texts harvested", summary)
@@ -307,9 +293,10 @@ def _harvest_flickr(
         "not_flickr": listed.filter(pl.col("kind") == "other").height,
         "malformed": listed.filter(pl.col("kind") == "malformed").height,
     }
-    placeholders = _todo(
-        wh, listed.filter(pl.col("kind") == "placeholder").select("image_id"), flickr_mod.SOURCE, False
-    )
+    # Placeholder URLs are settled without a request (and --retry-failed adds nothing new).
+    placeholders = keys_to_fetch(
+        wh.con, listed.filter(pl.col("kind") == "placeholder").select("image_id"), flickr_mod.SOURCE, False
+    ).filter(pl.lit(not retry_failed))
     if placeholders.height:
         gone = state_frame(
             placeholders["image_id"],
@@ -321,7 +308,7 @@ def _harvest_flickr(
         wh.write(lambda con: record_outcomes(con, gone))
     counts["placeholder"] = placeholders.height
     photos = listed.filter(pl.col("kind") == "flickr").select("image_id", "photo_id")
-    todo = _todo(wh, photos, flickr_mod.SOURCE, retry_failed)
+    todo = keys_to_fetch(wh.con, photos, flickr_mod.SOURCE, retry_failed)
     pending = state_frame(todo["image_id"], flickr_mod.SOURCE, "pending", rid).drop("status")
     wh.write(lambda con: register_pending(con, pending))
     counts["skipped"] = photos.height - todo.height

@@ -202,3 +202,22 @@ def test_bad_inputs_are_clear_errors(tmp_path, wh, monkeypatch):
     with pytest.raises(InputError, match="crane"):
         harvest_classes_flow(descriptions=str(bad), wikipedia=False)
     assert wh.reader().execute("SELECT count(*) FROM class_texts").fetchone() == (0,)
+
+
+def test_cli_harvest_commands(tmp_path, home):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["harvest", "images"])
+    assert result.exit_code == 2 and "give one of --captions FILE" in result.output
+    bad = tmp_path / "mine.json"
+    bad.write_text("{not json")
+    result = runner.invoke(app, ["harvest", "classes", "--no-wikipedia", "--descriptions", str(bad)])
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+    result = runner.invoke(app, ["harvest", "classes", "--no-wikipedia"])
+    assert result.exit_code == 0, result.output
+    assert "wordnet: classes 1000, texts_added 2860" in result.output
+    help_text = runner.invoke(app, ["harvest", "images", "--help"]).output
+    assert "--retry-failed" in help_text and "--rate-limit" in help_text
