@@ -34,8 +34,9 @@ class Check:
         copy.id = None
         copy.meta = {**(copy.meta or {}), "suite": suite, "check": self.name, "blocking": self.blocking}
         copy.severity = FailureSeverity.CRITICAL if self.blocking else FailureSeverity.WARNING
-        if self.why:
-            copy.notes = self.why
+        # Data Docs show this line in place of GX's generic sentence (the column is the heading).
+        kind = "blocking" if self.blocking else "warning"
+        copy.description = f"{self.name} [{kind}]" + (f": {self.why}" if self.why else "")
         return copy
 
 

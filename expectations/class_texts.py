@@ -28,6 +28,7 @@ SUITE = Suite(
         blocking(
             "source_known",
             gxe.ExpectColumnValuesToMatchRegex(column="source", regex=r"^(?:wordnet|wikipedia|file:.+)$"),
+            "wordnet, wikipedia or file:<name>",
         ),
     ),
 )

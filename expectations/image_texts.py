@@ -26,6 +26,10 @@ SUITE = Suite(
         present("field"),
         *text_checks(MAX_TEXT_CHARS, key="(image_id, source, field, text)"),
         *provenance_checks(),
-        blocking("source_known", gxe.ExpectColumnValuesToBeInSet(column="source", value_set=list(SOURCES))),
+        blocking(
+            "source_known",
+            gxe.ExpectColumnValuesToBeInSet(column="source", value_set=list(SOURCES)),
+            "one of " + ", ".join(SOURCES),
+        ),
     ),
 )

@@ -25,11 +25,21 @@ SUITE = Suite(
             "every image's class is one of the 1000 classes",
         ),
         present("split"),
-        blocking("split_known", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
+        blocking(
+            "split_known",
+            gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            "one of " + ", ".join(SPLITS),
+        ),
         present("width"),
         present("height"),
-        blocking("width_positive", gxe.ExpectColumnValuesToBeBetween(column="width", min_value=1)),
-        blocking("height_positive", gxe.ExpectColumnValuesToBeBetween(column="height", min_value=1)),
+        blocking(
+            "width_positive", gxe.ExpectColumnValuesToBeBetween(column="width", min_value=1), "decoded pixels"
+        ),
+        blocking(
+            "height_positive",
+            gxe.ExpectColumnValuesToBeBetween(column="height", min_value=1),
+            "decoded pixels",
+        ),
         present("sha256"),
         blocking(
             "sha256_format",

@@ -36,13 +36,16 @@ def validate_flow(
     rid = run_id()
     wh = open_warehouse(settings)
     try:
+        # Every suite reads the same snapshot, pinned now, through a read-only connection.
         reader = wh.reader()
-        snapshot = wh.current_snapshot(reader)
-        docs_dir = settings.reports_dir / "data_docs"
-        staging = settings.reports_dir / f".data_docs-{uuid.uuid4().hex[:8]}"
-        context = runner.gx_context(staging)
-        runs = [validate_suite_task(reader, context, s, snapshot, rid) for s in suites]
-        reader.close()
+        try:
+            snapshot = wh.current_snapshot(reader)
+            docs_dir = settings.reports_dir / "data_docs"
+            staging = settings.reports_dir / f".data_docs-{uuid.uuid4().hex[:8]}"
+            context = runner.gx_context(staging)
+            runs = [validate_suite_task(reader, context, s, snapshot, rid) for s in suites]
+        finally:
+            reader.close()
         report = runner.Report(run_id=rid, snapshot=snapshot, runs=runs)
         store_results_task(wh, report)
         report.data_docs = build_data_docs_task(context, docs_dir, staging)
