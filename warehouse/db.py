@@ -28,6 +28,8 @@ ALIAS = "wh"
 SCHEMA_DIR = Path(__file__).with_name("schema")
 QUERY_DIR = Path(__file__).with_name("queries")
 T = TypeVar("T")
+# Advisory lock id that serialises warehouse writers on a Postgres catalog ("imtext" in ASCII).
+PG_LOCK_KEY = 0x696D74657874
 
 _EXTENSIONS = {
     "ducklake": "duckdb_extension_ducklake",
@@ -70,6 +72,7 @@ class Warehouse:
     threads: int | None = None
     memory_limit: str | None = None
     _con: duckdb.DuckDBPyConnection | None = field(default=None, repr=False)
+    _pg: object | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings) -> Warehouse:
@@ -152,6 +155,9 @@ class Warehouse:
         if self._con is not None:
             self._con.close()
             self._con = None
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
 
     def __enter__(self) -> Warehouse:
         return self
@@ -162,8 +168,21 @@ class Warehouse:
     # -- writes --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self, enabled: bool = True) -> Iterator[None]:
+        """The writer lock: a lock file beside a SQLite catalog, an advisory lock in a Postgres one.
+
+        DuckLake has no unique keys, so two writers that both anti-join "no such row yet" would both
+        insert it; holding this lock around each write transaction makes the check-then-insert atomic
+        across processes and machines.
+        """
+        if not enabled:
+            yield
+            return
+        if self.kind == "postgres":
+            with self._pg_lock():
+                yield
+            return
         path = self.lock_path
-        if not enabled or path is None:
+        if path is None:
             yield
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +192,24 @@ class Warehouse:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _pg_lock(self) -> Iterator[None]:
+        import psycopg2
+
+        dsn = self.catalog.split(":", 1)[1]
+        if self._pg is None or self._pg.closed:
+            try:
+                self._pg = psycopg2.connect(dsn)
+            except psycopg2.Error as exc:
+                raise WarehouseError(f"cannot reach the Postgres catalog for the writer lock: {exc}") from exc
+            self._pg.autocommit = True
+        with self._pg.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", [PG_LOCK_KEY])
+            try:
+                yield
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", [PG_LOCK_KEY])
 
     def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], *, attempts: int = 10) -> T:
         """Run `fn(con)` in one transaction (one snapshot), holding the writer lock.

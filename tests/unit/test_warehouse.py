@@ -122,3 +122,40 @@ def test_postgres_catalog(pg_catalog, tmp_path):
     wh.write(lambda c: c.execute("INSERT INTO quarantine (path, reason) VALUES ('a', 'x')"))
     assert wh.reader().execute("SELECT path FROM quarantine").fetchall() == [("a",)]
     wh.close()
+
+
+@pytest.mark.slow
+def test_postgres_catalog_concurrent_writers_lose_and_duplicate_nothing(pg_catalog, tmp_path):
+    data = str(tmp_path / "data") + "/"
+    wh = Warehouse(pg_catalog, data)
+    wh.con  # schema applied before the race starts
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(pg_catalog, data, w, 5)) for w in range(3)]
+    # The same rows from two extra processes through an anti-join: the lock must keep them unique.
+    procs += [ctx.Process(target=_idempotent_writer, args=(pg_catalog, data)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0] * 5
+    con = wh.reader()
+    assert con.execute("SELECT count(*) FROM quarantine WHERE reason = 'concurrency'").fetchone() == (15,)
+    assert con.execute("SELECT count(*) FROM quarantine WHERE reason = 'shared'").fetchone() == (10,)
+    wh.close()
+
+
+def _idempotent_writer(catalog, data):
+    wh = Warehouse(catalog, data)
+
+    def insert_missing(con):
+        con.execute(
+            """
+            INSERT INTO quarantine (path, reason)
+            SELECT 'shared/' || i, 'shared' FROM range(10) t(i)
+            WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.path = 'shared/' || i)
+            """
+        )
+
+    for _ in range(3):
+        wh.write(insert_missing)
+    wh.close()
