@@ -25,6 +25,9 @@ def pipeline_flow(
     split: Annotated[str, Field(description="train, val or auto")] = "auto",
     captions: Annotated[str | None, Field(description="ImageNet-Captions JSON file")] = None,
     flickr_urls: Annotated[str | None, Field(description="fall11_urls-style list for the Flickr API")] = None,
+    flickr_rate_limit: Annotated[
+        float | None, Field(description="Flickr requests per second (default: the API's 3,600 an hour)")
+    ] = None,
     embedded: Annotated[bool, Field(description="harvest text embedded in the image files")] = True,
     wikipedia: Annotated[bool, Field(description="fetch Wikipedia summaries of the ingested classes")] = True,
     descriptions: Annotated[str | None, Field(description="class description file (JSON or JSONL)")] = None,
@@ -48,7 +51,7 @@ def pipeline_flow(
         if captions:
             summary["harvest_captions"] = harvest_images_flow(captions=captions)
         if flickr_urls:
-            summary["harvest_flickr"] = harvest_images_flow(flickr_urls=flickr_urls)
+            summary["harvest_flickr"] = harvest_images_flow(flickr_urls=flickr_urls, rate_limit=flickr_rate_limit)
         if embedded:
             summary["harvest_embedded"] = harvest_images_flow(embedded=True)
     validation = validate_flow()

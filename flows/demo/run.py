@@ -66,6 +66,8 @@ def run_demo(
                 source=str(sample_root),
                 captions=str(inputs.captions),
                 flickr_urls=str(inputs.flickr_urls),
+                # the stand-in answers at once; the real API's 1 request/s would only slow the demo
+                flickr_rate_limit=50.0,
                 embedded=True,
                 descriptions=str(inputs.descriptions),
                 base_model=base_model,
