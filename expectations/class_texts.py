@@ -5,9 +5,7 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 
 from expectations.base import Suite, blocking, has_rows, present, provenance_checks, text_checks, unique
-
-# The harvest cleaner cuts texts at this many characters (tasks.text.MAX_TEXT_CHARS).
-MAX_TEXT_CHARS = 2000
+from tasks.text import MAX_TEXT_CHARS  # where the harvest cleaner cuts texts
 
 SUITE = Suite(
     name="class_texts",
