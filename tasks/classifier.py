@@ -386,9 +386,41 @@ def max_length_of(model, default: int = DEFAULT_MAX_LENGTH) -> int:
 # -- scoring -----------------------------------------------------------------------------------
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, truncated, without padding (batches are padded later, to their own length)."""
-    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+class PackedTokens:
+    """Token ids of many texts in one int32 array plus offsets: a million texts cost megabytes, not gigabytes
+    (lists of Python ints cost about 36 bytes per token). `tokens[i]` is text i's ids."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray):
+        self.flat = flat
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.flat[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, chunk: int = 8192) -> PackedTokens:
+    """Token ids of each text, truncated, unpadded (batches are padded later, to their own length)."""
+    texts = list(texts)
+    parts: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for start in range(0, len(texts), chunk):
+        ids = tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length, padding=False)[
+            "input_ids"
+        ]
+        lengths.append(np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids)))
+        parts.append(np.fromiter((t for s in ids for t in s), dtype=np.int32))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    return PackedTokens(flat, offsets)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, multiple_of: int = 1):
@@ -399,7 +431,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, multiple_of: int 
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        ids[row, : len(seq)] = torch.as_tensor(np.asarray(seq, dtype=np.int64))
         mask[row, : len(seq)] = 1
     return ids, mask
 
@@ -427,7 +459,8 @@ def predict_logits(
     out = np.zeros((n, model.config.num_labels), dtype=np.float32)
     if n == 0:
         return out
-    order = np.argsort([len(s) for s in ids], kind="stable")
+    lengths = ids.lengths if isinstance(ids, PackedTokens) else [len(s) for s in ids]
+    order = np.argsort(lengths, kind="stable")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()

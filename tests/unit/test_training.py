@@ -224,3 +224,49 @@ def test_resumed_run_continues_from_its_checkpoint(data, tmp_path):
     assert steps[0] == 11 and steps[-1] == uninterrupted.steps
     assert resumed.metrics == uninterrupted.metrics
     assert [e["top1"] for e in resumed.evals] == [e["top1"] for e in uninterrupted.evals]
+
+
+@pytest.mark.gpu
+def test_cuda_training_uses_bf16_and_learns(data):
+    import torch
+
+    from tasks.training import DistInfo
+
+    texts, y, held_texts, held_y = _fold0(data)
+    model, tok, _ = build_classifier(TINY_ROBERTA, data.labels, corpus=texts, max_length=32, seed=0)
+    dtypes = set()
+    model.classifier.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    dist = DistInfo(device=torch.device("cuda"))
+    result = train_classifier(model, tok, texts, y, held_texts, held_y, CONFIG, dist=dist)
+    assert torch.bfloat16 in dtypes  # autocast on CUDA
+    assert next(model.parameters()).device.type == "cuda"
+    assert result.metrics["top1"] >= 0.8 and result.peak_memory_mb > 0
+    on_gpu = predict_logits(model, tok, held_texts)
+    on_cpu = predict_logits(model.to("cpu").float(), tok, held_texts)
+    assert (on_gpu.argmax(1) == on_cpu.argmax(1)).mean() >= 0.95
+
+
+@pytest.mark.gpu
+def test_minilm_fine_tunes_on_cuda(data):
+    import torch
+
+    from tasks.classifier import MINILM_OFFLINE
+    from tasks.training import DistInfo
+
+    texts, y, held_texts, held_y = _fold0(data)
+    model, tok, _ = build_classifier(MINILM_OFFLINE, data.labels, max_length=32, seed=0)
+    config = TrainConfig(epochs=3, batch_size=16, max_length=32)
+    result = train_classifier(
+        model, tok, texts, y, held_texts, held_y, config, dist=DistInfo(device=torch.device("cuda"))
+    )
+    assert result.metrics["top1"] >= 0.9
+
+
+def test_epoch_evaluations_read_a_sample_and_final_metrics_all_of_the_held_out_split(data):
+    texts, y, held_texts, held_y = _fold0(data)
+    model, tok, _ = build_classifier(TINY_ROBERTA, data.labels, corpus=texts, max_length=32, seed=0)
+    config = TrainConfig(max_steps=8, batch_size=8, max_length=32, eval_max_samples=10)
+    result = train_classifier(model, tok, texts, y, held_texts, held_y, config)
+    logits = predict_logits(model, tok, held_texts)
+    assert result.metrics["top1"] == classification_metrics(logits, np.array(held_y))["top1"]
+    assert all(abs(e["top1"] * 10 - round(e["top1"] * 10)) < 1e-9 for e in result.evals)  # 10 texts each

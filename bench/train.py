@@ -1,0 +1,222 @@
+"""Benchmark: the platform's training loop against the transformers `Trainer`, same model, data, batch, steps.
+
+Both fine-tune the same classifier (default `minilm-offline`, mean-pooled head, same seed) on the same
+generated texts, with the same batch size, number of optimizer steps, AdamW, linear warmup/decay and
+(on CUDA) bf16. The Trainer runs as the transformers examples run it: pre-tokenised dataset,
+`DataCollatorWithPadding` (dynamic padding), its default random sampler. Each variant runs in its own
+process so that its peak memory (max RSS; on CUDA also max allocated) is its own. Texts per second
+cover tokenisation and the training steps; model loading is left out of both.
+
+Texts mix short titles, gloss-like descriptions and a few long ones, as harvested Flickr/ImageNet
+texts do; that length spread is where length-grouped batches save padding.
+
+    python bench/train.py [--model minilm-offline] [--steps 40] [--batch-size 32] [--classes 100]
+                          [--device cpu|cuda] [--trainer-grouped]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+FILLER = (
+    "photo my the a today nice at home with friends picture old new trip summer winter family day view "
+    "morning evening light camera city park beach garden weekend holiday street near after before our"
+).split()
+
+
+def make_texts(classes: int, per_class: int, seed: int = 0) -> tuple[list[str], list[int], list[str]]:
+    """Texts of `classes` ImageNet classes: short titles, gloss-like descriptions and some long ones."""
+    from warehouse.catalog import read_classes
+
+    catalog = read_classes()
+    step = max(1, catalog.height // classes)
+    rows = catalog[::step].head(classes).to_dicts()
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for index, row in enumerate(rows):
+        lemmas = [s.strip() for s in row["lemmas"].split(",") if s.strip()]
+        gloss = row["gloss"].split()
+        for _ in range(per_class):
+            name = rng.choice(lemmas)
+            kind = rng.random()
+            if kind < 0.5:
+                words = rng.sample(FILLER, rng.randint(2, 5)) + [name]
+            elif kind < 0.85:
+                words = gloss[: rng.randint(6, 20)] + rng.sample(FILLER, 4) + [name]
+            else:
+                words = gloss + [name] + [rng.choice(FILLER) for _ in range(rng.randint(40, 90))]
+            rng.shuffle(words)
+            texts.append(" ".join(words))
+            labels.append(index)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    return [texts[i] for i in order], [labels[i] for i in order], [r["wnid"] for r in rows]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_variant(args) -> dict:
+    """One variant in this process; returns its timing and memory."""
+    import torch
+
+    from tasks.classifier import build_classifier
+
+    texts, labels, wnids = make_texts(args.classes, args.per_class, args.seed)
+    device = torch.device(args.device)
+    model, tokenizer, pooling = build_classifier(args.model, wnids, corpus=texts, max_length=args.max_length)
+    model.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    samples = args.steps * args.batch_size
+
+    if args.variant == "platform":
+        from tasks.training import DistInfo, TrainConfig, train_classifier
+
+        config = TrainConfig(
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=5e-5,
+            head_learning_rate=5e-5 if args.same_lr else 3e-3,
+            max_length=args.max_length,
+            checkpoint_every=10**9,
+            seed=args.seed,
+        )
+        started = time.perf_counter()
+        result = train_classifier(
+            model, tokenizer, texts, labels, config=config, dist=DistInfo(device=device)
+        )
+        seconds = time.perf_counter() - started
+        final_loss = result.loss_curve[-1]["loss"] if result.loss_curve else None
+    else:
+        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+        with tempfile.TemporaryDirectory() as out:
+            training_args = TrainingArguments(
+                output_dir=out,
+                max_steps=args.steps,
+                per_device_train_batch_size=args.batch_size,
+                learning_rate=5e-5,
+                weight_decay=0.01,
+                warmup_steps=0.06,
+                lr_scheduler_type="linear",
+                max_grad_norm=1.0,
+                logging_strategy="no",
+                save_strategy="no",
+                eval_strategy="no",
+                report_to="none",
+                disable_tqdm=True,
+                seed=args.seed,
+                use_cpu=device.type == "cpu",
+                bf16=device.type == "cuda",
+                dataloader_num_workers=0,
+                train_sampling_strategy="group_by_length" if args.variant == "trainer-grouped" else "random",
+            )
+            started = time.perf_counter()
+            encoded = tokenizer(texts, truncation=True, max_length=args.max_length)
+            dataset = [
+                {"input_ids": ids, "attention_mask": mask, "labels": y}
+                for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels, strict=True)
+            ]
+            trainer = Trainer(
+                model=model,
+                args=training_args,
+                train_dataset=dataset,
+                data_collator=DataCollatorWithPadding(tokenizer),
+            )
+            output = trainer.train()
+            seconds = time.perf_counter() - started
+            final_loss = output.training_loss
+    out = {
+        "variant": args.variant,
+        "model": args.model,
+        "pooling": pooling,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(samples / seconds, 2),
+        "final_loss": final_loss,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-offline", help="base model (alias, hub name or folder)")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per variant")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--per-class", type=int, default=40, help="texts per class")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument(
+        "--trainer-grouped", action="store_true", help="also run Trainer with group_by_length"
+    )
+    parser.add_argument(
+        "--same-lr", action="store_true", help="platform head at the encoder's rate, like Trainer"
+    )
+    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return
+
+    variants = ["trainer", "platform"] + (["trainer-grouped"] if args.trainer_grouped else [])
+    results = {}
+    passthrough = [a for a in sys.argv[1:] if a != "--trainer-grouped"]
+    for variant in variants:
+        cmd = [sys.executable, __file__, *passthrough, "--device", args.device, "--variant", variant]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-4000:])
+            raise SystemExit(f"{variant} failed")
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = results[variant]
+        print(
+            f"{variant:<16} {r['samples_per_s']:>9.1f} samples/s  {r['seconds']:>7.1f}s  "
+            f"peak RSS {r['peak_rss_mb']:>7.0f} MB"
+            + (f"  peak CUDA {r['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in r else "")
+            + f"  final loss {r['final_loss']:.3f}"
+        )
+    ratio = results["platform"]["samples_per_s"] / results["trainer"]["samples_per_s"]
+    print(
+        f"platform / Trainer: {ratio:.2f}x samples/s ({args.model}, {args.device}, batch {args.batch_size}, "
+        f"{args.steps} steps, {args.classes} classes; goal >= 1.3x on CPU)"
+    )
+    if "trainer-grouped" in results:
+        grouped = results["platform"]["samples_per_s"] / results["trainer-grouped"]["samples_per_s"]
+        print(f"platform / Trainer(group_by_length): {grouped:.2f}x")
+    summary = {"ratio": round(ratio, 3), "results": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
