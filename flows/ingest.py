@@ -8,6 +8,7 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
+from flows import runners
 from flows.runtime import Progress, open_warehouse, run_id
 from flows.settings import load_settings
 from tasks.images import cpu_count, list_inputs_task, load_images, locate_source_task, plan_task
@@ -33,6 +34,7 @@ def ingest_flow(
         ),
     ] = None,
     workers: Annotated[int, Field(description="worker processes; 0 means one per CPU core")] = 0,
+    task_runner: Annotated[str | None, Field(description=runners.TASK_RUNNER_HELP)] = None,
 ) -> dict:
     """Ingest ImageNet images into `images` (bad inputs into `quarantine`); incremental and repeat-safe.
 
@@ -43,6 +45,7 @@ def ingest_flow(
         val_labels: labels of flat val images (LOC_val_solution.csv or the devkit's ground truth);
             by default LOC_val_solution.csv is looked for beside val/.
         workers: worker processes; 0 means one per CPU core.
+        task_runner: default (process pool here) or dask (shards on a Dask cluster, see flows.runners).
     """
     started = time.monotonic()
     settings = load_settings()
@@ -51,14 +54,19 @@ def ingest_flow(
     # The layout is checked, and the inputs listed, before the warehouse is opened: a bad input
     # folder or labels file stops the run with nothing written.
     located = locate_source_task(source, split, val_labels)
-    listing = list_inputs_task(located)
+    listing = list_inputs_task(located, n_workers)
     wh = open_warehouse(settings)
     try:
         plan = plan_task(wh, located, listing, n_workers)
         progress = Progress(plan.total, f"ingest {located.root.name}")
         parallel = None if not workers else workers > 1
-        totals = load_images(wh, plan, n_workers, rid, progress, parallel)
+        with runners.fan_out(task_runner, n_workers) as runner:
+            if runner is None:
+                totals = load_images(wh, plan, n_workers, rid, progress, parallel)
+            else:
+                totals = runners.ingest_on(runner, wh, plan, rid, progress)
         progress.close()
+        compacted = wh.compact()  # merges small data files once enough runs have left them
         snapshot = wh.current_snapshot()
     finally:
         wh.close()
@@ -74,6 +82,7 @@ def ingest_flow(
         "quarantined": totals["quarantined"],
         "snapshot": snapshot,
         "snapshots_created": totals["snapshots"],
+        "compacted": compacted,
         "run_id": rid,
         "workers": n_workers,
         "seconds": round(seconds, 3),

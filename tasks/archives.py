@@ -192,8 +192,11 @@ def locate_archives(root: Path, files: list[Path], split: str, labels_path: Path
     tars, labels = [], None
     for tar in files:
         kind = tar_kind(tar)
-        tar_split = "val" if kind == "images" and split != "train" else "train"
+        tar_split = "val" if kind == "images" else "train"
         if split not in ("auto", tar_split):
+            if tar == root:
+                what = "a flat tar of images (val)" if kind == "images" else "a train tar"
+                raise InputError(f"{tar}: {what}, not --split {split}")
             continue
         if kind == "images" and tar_split == "val" and labels is None:
             beside = [labels_path, tar.parent / LABEL_FILE, tar.parent / "ILSVRC2012_devkit_t12.tar.gz"]
@@ -227,15 +230,13 @@ class Archive:
     rejects: list[tuple] = field(default_factory=list)
 
 
-def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
+def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
     """Read the outer headers of a tar; a member that names no ImageNet class is an `InputError`."""
     from warehouse.catalog import wnid_set
 
     st = path.stat()
     kind = tar_kind(path)
-    archive = Archive(
-        str(path), kind, "val" if kind == "images" and split != "train" else "train", st.st_size, st.st_mtime
-    )
+    archive = Archive(str(path), kind, "val" if kind == "images" else "train", st.st_size, st.st_mtime)
     if kind == "class-tar":
         archive.entries.append((path.name, 0, st.st_size, path.name[: -len(".tar")]))
         return archive
@@ -282,10 +283,6 @@ def scan_tar(path: Path, split: str, labels: dict[str, str] | None) -> Archive:
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad[0]}: not an ImageNet-1k class tar (expected <wnid>.tar){more}")
-    if kind == "images" and archive.split == "train":
-        raise InputError(
-            f"{path}: a flat tar of images is val data; pass --split val (or auto) with its labels"
-        )
     return archive
 
 
@@ -309,7 +306,7 @@ def scan_archives(source) -> list[Archive]:
     """Scan every archive or shard of the source (headers and metadata only, no image data)."""
     if source.kind == "parquet":
         return [scan_parquet(p, source.split) for p in source.files]
-    return [scan_tar(p, source.split, source.labels) for p in source.files]
+    return [scan_tar(p, source.labels) for p in source.files]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ KAGGLE_BASE = Path("ILSVRC", "Data", "CLS-LOC")
 COMMIT_ROWS = 250_000
 # Below this many inputs an automatic worker count probes in-process: a pool costs more than it saves.
 POOL_MIN_ITEMS = 512
+# From this many class folders on, the listing runs on the pool too.
+POOL_MIN_FOLDERS = 16
 
 _SCHEMA = pa.schema(
     [
@@ -295,21 +297,49 @@ def _walk(
         items.append((path, image_id, label, split, st.st_size, st.st_mtime))
 
 
-def list_folder(source: Source) -> tuple[list[tuple], list[tuple]]:
-    """Every input file of a folder source: (path, image_id, wnid, split, bytes, mtime) items and rejects."""
+def list_dir(
+    top: str,
+    wnid: str | None,
+    split: str,
+    labels: dict[str, str] | None,
+    ancestors: frozenset,
+    skip: frozenset = frozenset(),
+    strays: bool = False,
+) -> tuple[list[tuple], list[tuple]]:
+    """One unit of listing: a class folder, a split folder's stray files, or a flat val folder."""
     items: list[tuple] = []
     rejects: list[tuple] = []
+    _walk(top, wnid, split, labels, items, rejects, ancestors, skip, strays)
+    return items, rejects
+
+
+def _key(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def list_folder(source: Source, workers: int = 1) -> tuple[list[tuple], list[tuple]]:
+    """Every input file of a folder source: (path, image_id, wnid, split, bytes, mtime) items and rejects.
+
+    A stat per file is what a re-run over an unchanged tree costs, so trees of many class folders
+    are listed on the process pool, one class folder per unit.
+    """
+    units = []
     for folder in source.folders:
         top = str(folder.path)
-        root_key = frozenset({(os.stat(top).st_dev, os.stat(top).st_ino)})
+        root = frozenset({_key(top)})
         if folder.labels is not None:
             skip = frozenset({str(folder.labels_file)}) if folder.labels_file else frozenset()
-            _walk(top, None, folder.split, folder.labels, items, rejects, root_key, skip)
+            units.append((list_dir, (top, None, folder.split, folder.labels, root, skip), 1))
             continue
-        _walk(top, None, folder.split, None, items, rejects, root_key, strays=True)
+        units.append((list_dir, (top, None, folder.split, None, root, frozenset(), True), 1))
         for wnid, path in folder.classes:
-            st = os.stat(path)
-            _walk(str(path), wnid, folder.split, None, items, rejects, root_key | {(st.st_dev, st.st_ino)})
+            units.append((list_dir, (str(path), wnid, folder.split, None, root | {_key(path)}), 1))
+    results: list = [None] * len(units)
+    for i, result in run_units(units, workers if len(units) >= POOL_MIN_FOLDERS else 1):
+        results[i] = result
+    items = [item for found, _ in results for item in found]
+    rejects = [reject for _, rejected in results for reject in rejected]
     return items, rejects
 
 
@@ -543,10 +573,10 @@ def locate_source_task(source: str, split: str, val_labels: str | None) -> Sourc
 
 
 @task(name="list-inputs", cache_policy=NO_CACHE)
-def list_inputs_task(source: Source):
+def list_inputs_task(source: Source, workers: int = 1):
     """Walk the source: image inputs to probe and the inputs rejected while listing."""
     if source.kind == "folder":
-        return list_folder(source)
+        return list_folder(source, workers)
     from tasks.archives import scan_archives
 
     return scan_archives(source)

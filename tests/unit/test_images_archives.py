@@ -151,6 +151,8 @@ def test_archive_layout_errors_name_the_path(tmp_path):
     flat.write_bytes(tar_of([("ILSVRC2012_val_00000001.JPEG", jpeg())]))
     with pytest.raises(InputError, match="val images need labels"):
         locate_source(str(flat))
+    with pytest.raises(InputError, match=r"a flat tar of images \(val\), not --split train"):
+        locate_source(str(flat), split="train")
 
     train = tmp_path / "ILSVRC2012_img_train.tar"
     train.write_bytes(tar_of([(f"{WNID}.tar", tar_of([])), ("cats.tar", tar_of([]))]))
