@@ -289,6 +289,8 @@ def write_hf(data: CuratedData, root: Path, shard_size: int, on_sample=None) -> 
 
     staging = root.parent / (root.name + ".parquet-staging")
     cache = root.parent / (root.name + ".hf-cache")
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # the flow reports progress itself
     try:
         parquet = write_parquet(data, staging, shard_size, on_sample)
         files = [str(staging / f["path"]) for f in parquet.files]
@@ -305,6 +307,8 @@ def write_hf(data: CuratedData, root: Path, shard_size: int, on_sample=None) -> 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
+        if bars:
+            datasets.enable_progress_bars()
     result = ExportResult("hf", root, parquet.images, parquet.texts, parquet.classes)
     result.files = [_file_entry(p, root, 0) for p in sorted(root.rglob("*")) if p.is_file()]
     return result

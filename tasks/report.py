@@ -80,7 +80,7 @@ def svg_histogram(
     k_counts, _ = np.histogram(values[kept], bins=edges)
     d_counts, _ = np.histogram(values[~kept], bins=edges)
     top = max(int((k_counts + d_counts).max()) if values.size else 0, 1)
-    left, right, upper, lower = 48, 12, 24, 36
+    left, right, upper, lower = 48, 12, 30, 36
     plot_w, plot_h = width - left - right, height - upper - lower
     bar_w = plot_w / bins
     parts = [_svg_open(width, height, title)]
@@ -109,11 +109,11 @@ def svg_histogram(
     if threshold is not None:
         x = left + plot_w * min(max(threshold, 0.0), 1.0)
         parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{upper - 6}" y2="{upper + plot_h}" stroke="{INK}" '
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{upper}" y2="{upper + plot_h}" stroke="{INK}" '
             f'stroke-dasharray="4 3" stroke-width="1.5"/>'
-            f'<text x="{x + 4:.1f}" y="{upper - 8}">threshold {threshold:.3g}</text>'
+            f'<text x="{x + 4:.1f}" y="{upper + 10}">threshold {threshold:.3g}</text>'
         )
-    parts.append(_legend(width - right - 150, upper + 4, [("kept", KEPT), ("dropped", DROPPED)]))
+    parts.append(_legend(width - right - 150, upper + 2, [("kept", KEPT), ("dropped", DROPPED)]))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -155,7 +155,7 @@ def svg_curve(
 ) -> str:
     """Precision against recall of the kept texts, one point per threshold; the chosen one marked."""
     rows = curve.filter(pl.col("precision").is_not_null() & pl.col("recall").is_not_null())
-    left, right, upper, lower = 44, 14, 20, 36
+    left, right, upper, lower = 52, 14, 20, 36
     plot_w, plot_h = width - left - right, height - upper - lower
     parts = [_svg_open(width, height, "precision / recall of the kept texts")]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -165,6 +165,10 @@ def svg_curve(
         parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:.2f}</text>')
         parts.append(f'<text x="{x:.1f}" y="{upper + plot_h + 14}" text-anchor="middle">{tick:.2f}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">recall</text>')
+    parts.append(
+        f'<text x="12" y="{upper + plot_h / 2:.1f}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {upper + plot_h / 2:.1f})">precision</text>'
+    )
     points = [
         (left + plot_w * r, upper + plot_h * (1 - p), t)
         for t, p, r in rows.select("threshold", "precision", "recall").iter_rows()

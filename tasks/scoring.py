@@ -502,11 +502,16 @@ def plan_scoring(
         elif all(k in complete for k in needed):
             break
     else:
-        what = "model" if needed is None else " and ".join(needed)
-        where = f"the training run {training_run}" if training_run else "the models table"
+        what = "" if needed is None else " and ".join(needed) + " "
+        where = f"the training run {training_run}" if training_run else "no finished training run"
+        verb = "holds" if training_run else "has"
+        hint = "run `imtext train` first"
+        skipped = [r for r in reversed(order) if r in unfinished]
+        if skipped and not training_run:
+            status = next(m.run_status for m in models if m.run_id == skipped[0])
+            hint += f" (the latest run {skipped[0]} is {status}; --training-run {skipped[0]} uses its models anyway)"
         raise InputError(
-            f"{where} holds no complete cross-fitted set of {what} models (every fold 0..K-1): "
-            "run `imtext train` first"
+            f"{where} {verb} a complete cross-fitted set of {what}models (every fold 0..K-1): {hint}"
         )
     by_kind = {k: complete[k] for k in complete}
     candidates = {

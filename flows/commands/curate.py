@@ -58,6 +58,7 @@ def curate(
     ),
 ) -> None:
     """Score every image text with a model that never trained on it, keep or drop it, write a report."""
+    preflight(scorer.value, training_run, labels)
     prefect_env()
     from flows.curate import curate_flow
 
@@ -72,6 +73,21 @@ def curate(
     }
     summary = curate_flow(scorer=scorer.value, **{k: v for k, v in options.items() if v is not None})
     echo_summary(summary)
+
+
+def preflight(scorer: str, training_run: str | None, labels: Path | None) -> None:
+    """Refuse a run that cannot start (no models, a missing labels file) before Prefect starts."""
+    from flows.settings import load_settings
+    from tasks import scoring
+    from warehouse.db import Warehouse
+
+    if labels is not None:
+        scoring.load_labels(labels)
+    con = Warehouse.from_settings(load_settings()).reader()
+    try:
+        scoring.plan_scoring(scoring.read_models(con), scorer, training_run)
+    finally:
+        con.close()
 
 
 def echo_summary(summary: dict) -> None:
