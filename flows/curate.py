@@ -10,7 +10,7 @@ import polars as pl
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows import artifacts
+from flows import artifacts, runners
 from tasks import report as reports
 from tasks import scoring
 from tasks.errors import InputError
@@ -57,6 +57,7 @@ def curate_flow(
     device: Annotated[
         str | None, Field(description="torch device for the transformer (default: cuda if present)")
     ] = None,
+    task_runner: Annotated[str | None, Field(description="for scoring: " + runners.TASK_RUNNER_HELP)] = None,
 ) -> dict:
     """Score every image text with a model that never saw it, store keep/drop decisions, write the report."""
     from flows.runtime import Progress, open_warehouse, run_id
@@ -113,16 +114,24 @@ def curate_flow(
         scored_now = 0
         if not pending.is_empty():
             progress = Progress(pending.height, "scoring texts")
-            scored_now = scoring.score_texts_task(
-                wh,
-                plan,
-                pending,
-                policy,
-                rid,
-                batch_size=batch_size,
-                device=device,
-                on_batch=progress.advance,
-            )
+            # A transformer already uses every core of its machine: a local cluster gets one
+            # scoring process unless IMTEXT_WORKERS says otherwise.
+            with runners.fan_out(task_runner, settings.workers or 1) as runner:
+                if runner is None:
+                    scored_now = scoring.score_texts_task(
+                        wh,
+                        plan,
+                        pending,
+                        policy,
+                        rid,
+                        batch_size=batch_size,
+                        device=device,
+                        on_batch=progress.advance,
+                    )
+                else:
+                    scored_now = runners.score_on(
+                        runner, wh, plan, pending, policy, rid, progress, batch_size=batch_size, device=device
+                    )
             progress.close()
         decided = scoring.read_decisions(con, assigned)
 

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field, SecretStr
 
+from flows import runners
 from flows.runtime import Progress, open_warehouse, run_id
 from flows.settings import load_settings
 from tasks import captions as captions_mod
@@ -21,6 +22,7 @@ from tasks import flickr as flickr_mod
 from tasks import wikipedia as wikipedia_mod
 from tasks.errors import InputError
 from tasks.http import HttpClient
+from tasks.images import cpu_count
 from tasks.text import (
     keys_to_fetch,
     prepare_class_texts,
@@ -225,6 +227,10 @@ def harvest_images_flow(
         Field(gt=0, description="Flickr requests per second (default 1, Flickr's 3,600 an hour)"),
     ] = None,
     retry_failed: Annotated[bool, Field(description="retry only what failed before, nothing new")] = False,
+    task_runner: Annotated[
+        str | None,
+        Field(description="for --embedded: " + runners.TASK_RUNNER_HELP),
+    ] = None,
 ) -> dict:
     """Store per-image texts from ImageNet-Captions, the Flickr API or the image files' own metadata."""
     logger = get_run_logger()
@@ -268,7 +274,13 @@ def harvest_images_flow(
             pending = state_frame(todo["image_id"], embedded_mod.SOURCE, "pending", rid).drop("status")
             wh.write(lambda con: register_pending(con, pending))
             progress = Progress(todo.height, "embedded metadata")
-            counts = harvest_embedded_task(wh, todo, rid, concurrency, progress)
+            # Only the file reads fan out to Dask: Wikipedia and Flickr are bound by the services'
+            # rate limits, which more machines would not raise.
+            with runners.fan_out(task_runner, settings.workers or cpu_count()) as runner:
+                if runner is None:
+                    counts = harvest_embedded_task(wh, todo, rid, concurrency, progress)
+                else:
+                    counts = runners.embedded_on(runner, wh, todo, rid, concurrency, progress)
             progress.close()
             counts["skipped"] = images.height - todo.height
             summary["sources"]["embedded"] = counts
