@@ -19,15 +19,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
+from enum import Enum
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TASK_RUNNERS = ("default", "dask")
+
+
+class TaskRunnerName(str, Enum):
+    """The choices of the commands' --task-runner option."""
+
+    default = "default"
+    dask = "dask"
+
+
 TASK_RUNNER_HELP = (
     "where the fan-out runs: default (process pools in the flow run) or dask (one Prefect task per "
-    "shard on the Dask cluster at IMTEXT_DASK_ADDRESS, else a temporary local one); "
-    "default: IMTEXT_TASK_RUNNER or 'default'"
+    "shard on the Dask cluster at IMTEXT_DASK_ADDRESS, else a temporary local one) "
+    "[default: IMTEXT_TASK_RUNNER, else default]"
 )
 
 

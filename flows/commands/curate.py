@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from flows.commands.common import prefect_env, user_errors
+from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 # Shown in --help without importing the flow; tests check they match tasks.scoring's defaults.
 HELP_DEFAULT_MIN_P_TRUE = 0.2
@@ -56,6 +57,9 @@ def curate(
     masked_texts: int = typer.Option(
         None, min=0, help="texts for the masked-class-name evaluation, 0 skips [default: 500]"
     ),
+    task_runner: TaskRunnerName = typer.Option(
+        None, "--task-runner", help="for scoring: " + TASK_RUNNER_HELP
+    ),
 ) -> None:
     """Score every image text with a model that never trained on it, keep or drop it, write a report."""
     preflight(scorer.value, training_run, labels)
@@ -70,6 +74,7 @@ def curate(
         "training_run": training_run,
         "batch_size": batch_size,
         "masked_texts": masked_texts,
+        "task_runner": task_runner.value if task_runner else None,
     }
     summary = curate_flow(scorer=scorer.value, **{k: v for k, v in options.items() if v is not None})
     echo_summary(summary)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from flows.commands.common import prefect_env, user_errors
+from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 
 def _print(summary: dict) -> None:
@@ -76,6 +77,9 @@ def images(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="retry only what failed before, nothing new"
     ),
+    task_runner: TaskRunnerName = typer.Option(
+        None, "--task-runner", help="for --embedded: " + TASK_RUNNER_HELP
+    ),
 ) -> None:
     """Store per-image texts: ImageNet-Captions, the Flickr API, or metadata embedded in the files."""
     from tasks.errors import InputError
@@ -92,6 +96,7 @@ def images(
         concurrency=concurrency,
         rate_limit=rate_limit,
         retry_failed=retry_failed,
+        task_runner=task_runner.value if task_runner else None,
     )
     _print(summary)
 

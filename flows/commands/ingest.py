@@ -7,6 +7,7 @@ from enum import Enum
 import typer
 
 from flows.commands.common import prefect_env, user_errors
+from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 
 class Split(str, Enum):
@@ -35,6 +36,7 @@ def ingest(
         "by default LOC_val_solution.csv is looked for at the source root and in val/",
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="worker processes; 0 means one per CPU core"),
+    task_runner: TaskRunnerName = typer.Option(None, "--task-runner", help=TASK_RUNNER_HELP),
 ) -> None:
     """Ingest ImageNet images into `images`; bad files go to `quarantine`. Re-runs add only new or changed files."""
     prefect_env()
@@ -45,7 +47,13 @@ def ingest(
     locate_source(source, split.value, val_labels)
     from flows.ingest import ingest_flow
 
-    summary = ingest_flow(source=source, split=split.value, val_labels=val_labels, workers=workers)
+    summary = ingest_flow(
+        source=source,
+        split=split.value,
+        val_labels=val_labels,
+        workers=workers,
+        task_runner=task_runner.value if task_runner else None,
+    )
     typer.echo(
         f"ingested {summary['source']}: {summary['added']} added, {summary['updated']} updated, "
         f"{summary['skipped']} unchanged, {summary['quarantined']} quarantined "
