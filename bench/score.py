@@ -69,6 +69,19 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rates(n: int, start: float, cpu: float) -> dict:
+    """Throughput per wall second and per CPU second (all threads; robust to a busy machine)."""
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return {
+        "texts": n,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "texts_per_s": n / seconds,
+        "texts_per_cpu_s": n / cpu_seconds,
+        "peak_mb": peak_mb(),
+    }
+
+
 def prepare(workdir: Path) -> dict:
     """The MiniLM classifier with a 1000-class head, saved once (like a trained model)."""
     import torch
@@ -233,11 +246,15 @@ def main() -> None:
     for name, r in results.items():
         extra = f", trained in {r['train_seconds']:.1f}s" if "train_seconds" in r else ""
         print(
-            f"{name:9s} {r['texts_per_s']:9,.0f} texts/s  ({r['seconds']:.1f}s, peak RSS {r['peak_mb']:,.0f} MB{extra})"
+            f"{name:9s} {r['texts_per_s']:9,.0f} texts/s, {r['texts_per_cpu_s']:9,.1f} texts/CPU-s  "
+            f"({r['seconds']:.1f}s wall, {r['cpu_seconds']:.1f}s CPU, peak RSS {r['peak_mb']:,.0f} MB{extra})"
         )
     if "pipeline" in results:
-        ratio = results["platform"]["texts_per_s"] / results["pipeline"]["texts_per_s"]
-        print(f"platform / pipeline: {ratio:.2f}x (goal: >= 3x on CPU)")
+        p, q = results["platform"], results["pipeline"]
+        print(
+            f"platform / pipeline: {p['texts_per_s'] / q['texts_per_s']:.2f}x per wall second, "
+            f"{p['texts_per_cpu_s'] / q['texts_per_cpu_s']:.2f}x per CPU second (goal: >= 3x on CPU)"
+        )
     ratio = results["baseline"]["texts_per_s"] / results["platform"]["texts_per_s"]
     print(f"baseline / platform transformer: {ratio:.1f}x")
     (work / "result.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))

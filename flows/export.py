@@ -68,6 +68,12 @@ def export_flow(
         exporting.record_export(wh, row)
     finally:
         wh.close()
+    if data.unreadable:
+        logger.warning(
+            "%d images could not be read and were left out (listed in the manifest), e.g. %s",
+            len(data.unreadable),
+            data.unreadable[0],
+        )
     logger.info(
         "exported %d images and %d texts as %s to %s", result.images, result.texts, format, result.out
     )
@@ -79,6 +85,7 @@ def export_flow(
         "texts": result.texts,
         "classes": result.classes,
         "files": len(result.files),
+        "unreadable_images": len(data.unreadable),
         "snapshot": data.snapshot,
         "curation_run": data.curation["run_id"],
         "manifest": str(result.out / exporting.MANIFEST),

@@ -74,6 +74,7 @@ class CuratedData:
     images: pl.DataFrame
     texts: pl.DataFrame
     class_texts: pl.DataFrame
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def wnids(self) -> list[str]:
@@ -159,27 +160,39 @@ def samples(data: CuratedData, wnid: str, *, threads: int = 8) -> Iterator[dict]
         )
     descriptions = data.class_texts.filter(pl.col("wnid") == wnid).select("source", "text", "url").to_dicts()
     rows = images.to_dicts()
+
+    def fetch(row: dict) -> bytes | None:
+        try:
+            return _jpeg_bytes(read(row["path"]))
+        except (OSError, ValueError) as exc:  # moved, deleted or damaged since ingestion: leave it out
+            data.unreadable.append(f"{row['image_id']}: {exc}")
+            return None
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for row, raw in zip(rows, pool.map(lambda r: read(r["path"]), rows), strict=True):
-            kept = by_image.get(row["image_id"], [])
-            if kept:
-                caption, caption_source = kept[0]["text"], "image-text"
-            else:
-                caption, caption_source = f"a photo of a {row['class_name']}", "class-name"
-            yield {
-                "image_id": row["image_id"],
-                "wnid": wnid,
-                "class_index": row["class_index"],
-                "class_name": row["class_name"],
-                "split": row["split"],
-                "image": {"bytes": _jpeg_bytes(raw), "path": f"{row['image_id']}.jpg"},
-                "width": row["width"],
-                "height": row["height"],
-                "caption": caption,
-                "caption_source": caption_source,
-                "texts": kept,
-                "class_texts": descriptions,
-            }
+        for start in range(0, len(rows), 4 * threads):  # a bounded window of images in memory
+            window = rows[start : start + 4 * threads]
+            for row, raw in zip(window, pool.map(fetch, window), strict=True):
+                if raw is None:
+                    continue
+                kept = by_image.get(row["image_id"], [])
+                if kept:
+                    caption, caption_source = kept[0]["text"], "image-text"
+                else:
+                    caption, caption_source = f"a photo of a {row['class_name']}", "class-name"
+                yield {
+                    "image_id": row["image_id"],
+                    "wnid": wnid,
+                    "class_index": row["class_index"],
+                    "class_name": row["class_name"],
+                    "split": row["split"],
+                    "image": {"bytes": raw, "path": f"{row['image_id']}.jpg"},
+                    "width": row["width"],
+                    "height": row["height"],
+                    "caption": caption,
+                    "caption_source": caption_source,
+                    "texts": kept,
+                    "class_texts": descriptions,
+                }
 
 
 def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
@@ -374,7 +387,9 @@ def export_dataset(
                 "classes": result.classes,
                 "class_texts": int(data.class_texts.filter(pl.col("wnid").is_in(data.wnids)).height),
                 "files": len(result.files),
+                "unreadable_images": len(data.unreadable),
             },
+            "unreadable_images": data.unreadable[:100],
             "options": {"shard_size": shard_size, **(extra or {})},
             "files": result.files,
         }

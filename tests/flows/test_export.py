@@ -139,6 +139,14 @@ def test_re_export_replaces_its_own_folder_and_refuses_a_foreign_one(env, tmp_pa
     assert (foreign / "keep.txt").read_text() == "mine"
     with pytest.raises(InputError, match="--format"):
         export_flow(format="csv", out=str(tmp_path / "x"))
+    # an image file gone since ingestion is left out and named in the manifest, the rest exported
+    gone = sorted((env["root"] / "world" / "train").rglob("*.JPEG"))[0]
+    gone.unlink()
+    result = export_flow(format="parquet", out=str(out), shard_size=100)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result["unreadable_images"] == manifest["counts"]["unreadable_images"] == 1
+    assert manifest["unreadable_images"][0].startswith(gone.stem)
+    assert result["images"] == env["expected"]["images"] - 1
 
 
 def test_export_before_any_curation_is_a_clear_error(home, tmp_path):
