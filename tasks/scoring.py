@@ -1067,7 +1067,7 @@ def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str
     for spec in plan.specs.values():
         if spec.kind != "ensemble":
             continue
-        spec.temperatures = spec.temperatures or [temperatures[m.kind] for m in spec.members]
+        spec.temperatures = spec.temperatures or [temperatures.get(m.kind, 1.0) for m in spec.members]
         rows.append(
             {
                 "model_id": spec.model_id,
