@@ -27,10 +27,10 @@ def jpeg(colour=(10, 200, 30)) -> bytes:
     return buf.getvalue()
 
 
-def tar_of(members: list[tuple[str, bytes | tarfile.TarInfo]]) -> bytes:
+def tar_of(members: list[tuple[str, bytes | tarfile.TarInfo]], fmt: int = tarfile.GNU_FORMAT) -> bytes:
     """A tar in memory: (name, data) members, or ready TarInfo objects (links)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
         for name, data in members:
             if isinstance(data, tarfile.TarInfo):
                 tf.addfile(data)
@@ -188,3 +188,18 @@ def test_outer_tar_strays_and_links_are_quarantined_at_scan(tmp_path):
     (archive,) = scan_archives(locate_source(str(train)))
     assert archive.kind == "class-tars" and [e[0] for e in archive.entries] == [f"{WNID}.tar"]
     assert sorted(r[11] for r in archive.rejects) == [imageio.OUTSIDE, imageio.UNSAFE_MEMBER]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_member_walker_agrees_with_tarfile(tmp_path, fmt):
+    long = "x" * 150 + ".JPEG" if fmt != tarfile.USTAR_FORMAT else "short.JPEG"
+    names = ["a.JPEG", "d" * 60 + "/" + "e" * 80 + ".JPEG", long, "ünï/çødé.JPEG"]
+    path = tmp_path / "t.tar"
+    path.write_bytes(
+        tar_of([(name, jpeg()[: 100 + i]) for i, name in enumerate(names)] + [link("l", "/x")], fmt)
+    )
+    with open(path, "rb") as fh:
+        mine = [(m.name, m.offset, m.size, m.mtime) for m in imageio.iter_members(fh, 0, path.stat().st_size)]
+    with tarfile.open(path) as tf:
+        theirs = [(m.name, m.offset_data, m.size, float(m.mtime)) for m in tf]
+    assert mine == theirs
