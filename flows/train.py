@@ -5,9 +5,11 @@ Multi-GPU: the same command under a launcher, no code change, e.g.
     torchrun --nproc_per_node 4 -m flows.cli train --base-model roberta-base
     accelerate launch --num_processes 4 -m flows.cli train --base-model roberta-base
 
-Every process trains on its share of each batch list (DistributedDataParallel; `--batch-size` is per
-GPU); only the first process fits the baseline and writes models, rows and the report. The processes
-must see the same IMTEXT_HOME (checkpoints are shared through it).
+Every process trains on its share of each epoch's batches (DistributedDataParallel over NCCL, or gloo
+on CPUs; `--batch-size` is per process); only the first process fits the baseline and writes
+models, rows and the report. The processes must see the same IMTEXT_HOME (checkpoints are shared
+through it), and should talk to one Prefect server (`imtext serve`, or PREFECT_API_URL) rather than
+each starting a temporary one.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def train_flow(
     ] = True,
 ) -> dict:
     """Train K fold models and one on everything, for the transformer and the baseline; register and report them."""
+    from flows import artifacts
     from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
     from tasks import report as reports
@@ -146,7 +149,7 @@ def train_flow(
         for fold in order:
             progress: list[Progress] = []
 
-            def on_step(step: int, total: int, loss: float, fold=fold, progress=progress) -> None:
+            def on_step(step: int, total: int, fold=fold, progress=progress) -> None:
                 if not progress:
                     name = "all" if fold < 0 else f"fold {fold}"
                     progress.append(Progress(total, f"training {name} of {folds}"))
@@ -186,11 +189,18 @@ def train_flow(
             html = training.render_report(rid, rows, curves, balance, params)
             report = reports.write_report(html, settings.reports_dir, f"train-{rid}.html")
             summary["report"] = str(report)
-            reports.publish(
-                report,
-                training.metrics_table(rows),
-                key="training",
-                description=f"held-out metrics of {len(rows)} models ({base_model} and baseline), {folds} folds",
+            description = f"held-out metrics of {len(rows)} models ({base_model} and baseline), {folds} folds"
+            artifacts.publish_table(
+                training.metrics_table(rows), key="training-metrics", description=description
+            )
+            artifacts.publish_link(
+                report, text=report.name, key="training-report", description="metrics side by side, curves"
+            )
+            artifacts.publish_summary(
+                "Training",
+                {k: summary[k] for k in ("run_id", "snapshot", "base_model", "folds", "classes", "device")}
+                | {"held_out": summary["held_out"], "report": summary["report"]},
+                key="training-summary",
             )
             finished = dt.datetime.now(dt.UTC)
             training.record_training_run(

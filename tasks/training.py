@@ -385,13 +385,14 @@ def train_classifier(
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     dist: DistInfo | None = None,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place on (texts, column indices); evaluate on the held-out pair each epoch.
 
     `checkpoint_dir` holds a checkpoint (every `checkpoint_every` steps and each epoch end) that a
     later call with `resume=True` continues from, replaying the same batches and random draws.
-    `on_step(step, total_steps, loss)` is called after each optimizer step.
+    `on_step(step, total_steps)` is called after each optimizer step. Losses stay on the device
+    until a point of the loss curve is due, so a GPU is never made to wait for the host.
     """
     config = config or TrainConfig()
     dist = dist or DistInfo.detect()
@@ -465,6 +466,7 @@ def train_classifier(
         "train_seconds": 0.0,
         "samples": 0,
         "stopped_early": False,
+        "window": [],  # losses since the last point of the loss curve
     }
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     best_state: dict | None = None
@@ -496,7 +498,7 @@ def train_classifier(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "loop": state,
+                "loop": {**state, "window": [float(v) for v in window]},
                 "rng": _rng_state(),
                 "total_steps": total_steps,
                 "micro_per_epoch": micro_per_epoch,
@@ -538,7 +540,7 @@ def train_classifier(
         return False
 
     model.train()
-    window: list[float] = []
+    window: list = list(state["window"])
     while state["epoch"] < n_epochs and state["step"] < total_steps and not state["stopped_early"]:
         epoch = state["epoch"]
         batches = epoch_batches(epoch)
@@ -559,7 +561,7 @@ def train_classifier(
                 # An incomplete last accumulation of the epoch is scaled by its own size.
                 span = accum if (micro // accum + 1) * accum <= len(batches) else len(batches) % accum
                 (loss / span).backward()
-            window.append(loss.item())
+            window.append(loss.detach())
             state["samples"] += len(rows) * dist.world
             micro += 1
             if not last_of_step:
@@ -571,19 +573,18 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["micro"] = micro
-            step_loss = float(np.mean(window[-span:]))
             if state["step"] % config.log_every == 0 or state["step"] == total_steps:
                 state["loss_curve"].append(
                     {
                         "step": state["step"],
                         "epoch": epoch,
-                        "loss": float(np.mean(window)),
+                        "loss": float(np.mean([float(v) for v in window])),
                         "learning_rate": scheduler.get_last_lr()[-1],
                     }
                 )
                 window = []
             if on_step is not None:
-                on_step(state["step"], total_steps, step_loss)
+                on_step(state["step"], total_steps)
             if state["step"] % config.checkpoint_every == 0 and micro < len(batches):
                 state["train_seconds"] += time.perf_counter() - started
                 started = time.perf_counter()
@@ -1068,7 +1069,7 @@ def fit_transformer_fold(
     spec: RunSpec,
     *,
     dist: DistInfo | None = None,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[dict, TrainResult]:
     """Train (or reuse, when finished before) the transformer of one fold; returns its registry row and curves."""
     from tasks.classifier import build_classifier, save_classifier, short_name
