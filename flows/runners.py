@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from enum import Enum
 
@@ -94,8 +95,20 @@ def fan_out(task_runner: str | None, workers: int = 1) -> Iterator[object | None
         yield None
         return
     address = ScaleOutSettings().dask_address
-    with _api_url_for_workers(), dask_task_runner(address, workers) as runner:
+    with _quiet_dask(), _api_url_for_workers(), dask_task_runner(address, workers) as runner:
         yield runner
+
+
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Dask's scheduler and nanny log every start and stop at INFO: warnings only on the terminal."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
