@@ -867,7 +867,7 @@ def summary_by_kind(rows: list[dict]) -> dict:
 
 
 def _svg_lines(series: list[tuple[str, list[tuple[float, float]]]], title: str, y_label: str) -> str:
-    width, height, pad = 520, 260, 44
+    width, height, pad, legend = 560, 260, 44, 70  # the legend sits right of the plot
     points = [p for _, s in series for p in s]
     if not points:
         return ""
@@ -877,7 +877,7 @@ def _svg_lines(series: list[tuple[str, list[tuple[float, float]]]], title: str, 
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
     def sx(x):
-        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
+        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad - legend)
 
     def sy(y):
         return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
@@ -885,10 +885,11 @@ def _svg_lines(series: list[tuple[str, list[tuple[float, float]]]], title: str, 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
         f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad - legend}" y2="{height - pad}" stroke="#888"/>',
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>',
         f'<text x="{pad}" y="{height - pad + 14}" font-size="10">{x0:g}</text>',
-        f'<text x="{width - pad}" y="{height - pad + 14}" font-size="10" text-anchor="end">{x1:g} steps</text>',
+        f'<text x="{width - pad - legend}" y="{height - pad + 14}" font-size="10" text-anchor="end">'
+        f"{x1:g} steps</text>",
         f'<text x="{pad - 4}" y="{height - pad}" font-size="10" text-anchor="end">{y0:.3g}</text>',
         f'<text x="{pad - 4}" y="{pad + 4}" font-size="10" text-anchor="end">{y1:.3g}</text>',
         f'<text x="12" y="{height / 2}" font-size="10" transform="rotate(-90 12 {height / 2})">'
@@ -901,7 +902,8 @@ def _svg_lines(series: list[tuple[str, list[tuple[float, float]]]], title: str, 
         for x, y in s if len(s) < 30 else []:
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>')
         parts.append(
-            f'<text x="{width - pad + 4}" y="{pad + 14 * i}" font-size="10" fill="{color}">{html.escape(name)}</text>'
+            f'<text x="{width - pad - legend + 8}" y="{pad + 14 * i}" font-size="10" fill="{color}">'
+            f"{html.escape(name)}</text>"
         )
     parts.append("</svg>")
     return "\n".join(parts)
