@@ -88,18 +88,20 @@ def read_runs(db: Path) -> dict:
             "LEFT JOIN task_run t ON t.id = f.parent_task_run_id ORDER BY f.start_time"
         ).fetchall()
         placeholders = {row[2] for row in flows if row[2]}
-        tasks = con.execute("SELECT id, flow_run_id, total_run_time FROM task_run").fetchall()
+        tasks = con.execute("SELECT id, flow_run_id, total_run_time, name FROM task_run").fetchall()
         artifacts = con.execute("SELECT flow_run_id, count(*) FROM artifact GROUP BY 1").fetchall()
         logs = con.execute("SELECT flow_run_id, count(*) FROM log GROUP BY 1").fetchall()
     finally:
         con.close()
     per_flow_tasks: dict[str, int] = defaultdict(int)
+    per_name: dict[str, float] = defaultdict(float)
     task_s = 0.0
-    for task_id, flow_run_id, total in tasks:
+    for task_id, flow_run_id, total, name in tasks:
         if task_id in placeholders:  # a subflow's stand-in task run in its parent, not a task
             continue
         per_flow_tasks[flow_run_id] += 1
         task_s += _seconds(total)
+        per_name[name.rsplit("-", 1)[0]] += _seconds(total)  # run names end in a short random suffix
     n_artifacts = dict(artifacts)
     n_logs = dict(logs)
     nodes = {
@@ -127,6 +129,7 @@ def read_runs(db: Path) -> dict:
         "logs": sum(n_logs.values()),
         "in_flow_runs_s": root_s,
         "in_task_runs_s": task_s,
+        "slowest_tasks": dict(sorted(per_name.items(), key=lambda kv: -kv[1])[:8]),
     }
 
 
@@ -170,6 +173,7 @@ def main() -> int:
     work = args.replay_only or args.keep or Path(tempfile.mkdtemp(prefix="imtext-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
     demo_s = None
+    load_before = os.getloadavg()[0]
     if args.replay_only is None:
         warm = subprocess.run(["make", "-q", "venv"], cwd=ROOT).returncode == 0
         if not warm:
@@ -182,6 +186,9 @@ def main() -> int:
     prefect_s = max(0.0, replay_s - bare_s)
 
     print(f"work folder: {work}")
+    # Shared machines: the load says how far these figures are from an idle machine's.
+    print(f"load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     print(
         f"runs recorded: {tree['flow_runs']} flow runs, {tree['task_runs']} task runs, "
         f"{tree['artifacts']} artifacts, {tree['logs']} log records"
@@ -193,7 +200,9 @@ def main() -> int:
     print(
         f"  inside flow runs   : {tree['in_flow_runs_s']:7.1f} s (top-level flow runs, Prefect's run times)"
     )
-    print(f"  inside task runs   : {tree['in_task_runs_s']:7.1f} s (task bodies, summed)")
+    print(f"  inside task runs   : {tree['in_task_runs_s']:7.1f} s (task bodies, summed); slowest:")
+    for name, seconds in tree["slowest_tasks"].items():
+        print(f"    {name:<28} {seconds:7.1f} s")
     print(f"baseline, Prefect alone (the same run tree with empty bodies): {replay_s:.1f} s wall, "
           f"{bare_s:.2f} s of it a bare Python start")  # fmt: skip
     if phases:
@@ -211,6 +220,7 @@ def main() -> int:
         "bare_python_s": bare_s,
         "replay_phases": phases,
         "prefect_overhead_s": prefect_s,
+        "load_average_start": load_before,
         **{k: v for k, v in tree.items() if k != "roots"},
     }
     print(json.dumps(result))
