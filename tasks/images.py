@@ -42,8 +42,10 @@ KAGGLE_BASE = Path("ILSVRC", "Data", "CLS-LOC")
 COMMIT_ROWS = 250_000
 # Below this many inputs an automatic worker count probes in-process: a pool costs more than it saves.
 POOL_MIN_ITEMS = 512
-# From this many class folders on, the listing runs on the pool too.
-POOL_MIN_FOLDERS = 16
+# From this many class folders on (full ImageNet has 1000), the listing runs on the pool too: a
+# stat per file is what a re-run costs, and on network or spinning disks it waits on latency. On a
+# small tree in the page cache, forking the pool costs more than it saves.
+POOL_MIN_FOLDERS = 200
 
 _SCHEMA = pa.schema(
     [
