@@ -245,3 +245,12 @@ def test_read_val_labels_solution_csv(tmp_path):
     path = tmp_path / "LOC_val_solution.csv"
     path.write_text(f"ImageId,PredictionString\nILSVRC2012_val_00000003,{OTHER} 0 0 9 9\n")
     assert read_val_labels(path) == {"ILSVRC2012_val_00000003": OTHER}
+
+
+def test_listing_on_the_pool_gives_the_same_items(tmp_path, monkeypatch):
+    import tasks.images
+
+    source = locate_source(str(make_tree(tmp_path / "imagenet")))
+    serial = list_folder(source, workers=1)
+    monkeypatch.setattr(tasks.images, "POOL_MIN_FOLDERS", 1)
+    assert list_folder(source, workers=2) == serial
