@@ -140,26 +140,43 @@ def detached(wh):
 def run_shards(
     runner, task, shards: list[dict], common: dict, on_done: Callable[[int, object], None] | None = None
 ) -> list:
-    """Submit `task(**common, **shard)` per shard and wait for all; results in shard order.
+    """Run `task(**common, **shard)` per shard on a Dask task runner; results in shard order.
 
-    `on_done(index, result)` is called as each shard finishes (progress, running totals). The
-    first failed shard raises once every other shard has finished, so nothing is left running.
+    A bounded number of shards is in flight (four per worker thread), so a million inputs never sit
+    in the scheduler's memory at once. `on_done(index, result)` is called as each shard finishes
+    (progress, running totals). After a failed shard no new shard starts; the ones in flight finish
+    (their writes are whole snapshots), then the failure is raised.
     """
-    from prefect.futures import as_completed
+    from distributed import as_completed
 
-    futures = [runner.submit(task, parameters={**common, **shard}) for shard in shards]
-    index = {f.task_run_id: i for i, f in enumerate(futures)}
-    results: list = [None] * len(futures)
+    queue = iter(enumerate(shards))
+    in_flight: dict[str, tuple[int, object]] = {}
+    results: list = [None] * len(shards)
     failure: BaseException | None = None
-    for future in as_completed(futures):
-        i = index[future.task_run_id]
+
+    def submit_next():
+        nxt = None if failure is not None else next(queue, None)
+        if nxt is None:
+            return None
+        i, shard = nxt
+        future = runner.submit(task, parameters={**common, **shard})
+        in_flight[future.wrapped_future.key] = (i, future)
+        return future.wrapped_future
+
+    first = [submit_next() for _ in range(cluster_threads(runner) * 4)]
+    finished = as_completed([f for f in first if f is not None])
+    for wrapped in finished:
+        i, future = in_flight.pop(wrapped.key)
         try:
             results[i] = future.result()
-        except BaseException as exc:  # keep draining: the other shards are still writing
+        except BaseException as exc:
             failure = failure or exc
-            continue
-        if on_done is not None:
-            on_done(i, results[i])
+        else:
+            if on_done is not None:
+                on_done(i, results[i])
+        following = submit_next()
+        if following is not None:
+            finished.add(following)
     if failure is not None:
         raise failure
     return results

@@ -17,15 +17,26 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two worker processes, warmed up (imports done) so the tests time the flows, not the imports."""
+    """Two worker processes; their imports start at once and overlap the default-runner runs."""
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as local,
         distributed.Client(local) as client,
     ):
-        client.run(lambda: __import__("tasks.shards") and __import__("prefect.task_engine"))
+        client.wait_for_workers(2)
+        warm = [
+            client.submit(_imports, pure=False, workers=[worker])
+            for worker in client.scheduler_info()["workers"]
+        ]
         yield client
+        del warm
+
+
+def _imports() -> None:
+    import prefect.task_engine  # noqa: F401
+
+    import tasks.shards  # noqa: F401
 
 
 @pytest.fixture
@@ -39,7 +50,7 @@ def _workers_during(client, fn):
     """Run fn() and return (its result, the set of Dask workers that ran a task meanwhile)."""
     with distributed.get_task_stream(client) as stream:
         result = fn()
-    return result, {t["worker"] for t in stream.data}
+    return result, {t["worker"] for t in stream.data if not str(t["key"]).startswith("_imports")}
 
 
 def _table(home, monkeypatch, sql: str) -> pl.DataFrame:
@@ -62,12 +73,13 @@ TEXTS = "SELECT text_id, image_id, source, field, text, junk FROM image_texts OR
 STATE = "SELECT key, source, status FROM harvest_state ORDER BY key, source"
 
 
+@pytest.mark.slow
 def test_ingest_and_embedded_texts_on_dask_match_the_default_runner(tmp_path, monkeypatch, dask_env):
     from flows.demo.sample import generate_sample
     from flows.harvest import harvest_images_flow
     from flows.ingest import ingest_flow
 
-    sample = generate_sample(tmp_path / "src", train_per_class=3, val_per_class=1)
+    sample = generate_sample(tmp_path / "src", train_per_class=2, val_per_class=1)
     homes = {"default": tmp_path / "home-default", "dask": tmp_path / "home-dask"}
     summaries, writers = {}, {}
     for runner, home in homes.items():
@@ -97,38 +109,32 @@ def test_ingest_and_embedded_texts_on_dask_match_the_default_runner(tmp_path, mo
         assert default.height > 0
         assert dask.equals(default), sql
 
-    # a re-run on Dask adds nothing: the shard writes are repeat-safe like the in-process ones
-    use_home(monkeypatch, homes["dask"])
-    again = ingest_flow(source=sample["root"], workers=2, task_runner="dask")
-    assert (again["added"], again["updated"], again["quarantined"]) == (0, 0, 0)
-    assert again["skipped"] >= sample["images"]
-    assert _table(homes["dask"], monkeypatch, IMAGES).equals(_table(homes["default"], monkeypatch, IMAGES))
 
-
+@pytest.mark.slow
 def test_scoring_on_dask_matches_the_default_runner(tmp_path, monkeypatch, dask_env):
     from flows.curate import curate_flow
     from flows.settings import load_settings
     from warehouse.db import Warehouse
 
+    use_home(monkeypatch, tmp_path / "home")
+    settings = load_settings()
+    query = (
+        "SELECT text_id, model_id, round(p_true, 9) AS p, true_rank, pred_wnid, kept "
+        "FROM text_scores ORDER BY text_id, model_id"
+    )
     scores = {}
-    for runner in ("default", "dask"):
-        home = tmp_path / f"home-{runner}"
-        use_home(monkeypatch, home)
-        settings = load_settings()
-        with Warehouse.from_settings(settings) as wh:
-            world = build_world(wh, tmp_path / f"world-{runner}", per_class=6)
-            train_models(wh, world, settings.models_dir, kinds=("baseline",))
-        summary, workers = _workers_during(
-            dask_env, lambda runner=runner: curate_flow(scorer="baseline", masked_texts=0, task_runner=runner)
-        )
-        assert summary["scored_now"] == summary["texts"] == world["texts"].height
-        assert len(workers) == (2 if runner == "dask" else 0)
-        scores[runner] = _table(
-            home,
-            monkeypatch,
-            "SELECT text_id, model_id, round(p_true, 9) AS p, true_rank, pred_wnid, kept "
-            "FROM text_scores ORDER BY text_id, model_id",
-        )
+    with Warehouse.from_settings(settings) as wh:
+        world = build_world(wh, tmp_path / "world", per_class=6)
+        train_models(wh, world, settings.models_dir, kinds=("baseline",))
+        for runner in ("default", "dask"):
+            # the same models score every text again: the scores of the first run are set aside
+            wh.write(lambda con: con.execute("DELETE FROM text_scores"))
+            summary, workers = _workers_during(
+                dask_env, lambda r=runner: curate_flow(scorer="baseline", masked_texts=0, task_runner=r)
+            )
+            assert summary["scored_now"] == summary["texts"] == world["texts"].height
+            assert len(workers) == (2 if runner == "dask" else 0)
+            scores[runner] = wh.con.execute(query).pl()
     assert scores["dask"].height == scores["default"].height > 0
     assert scores["dask"].equals(scores["default"])
 
@@ -142,3 +148,26 @@ def test_an_unknown_task_runner_is_refused_before_anything_runs(monkeypatch):
     assert runners.choose("default") == "default"
     with pytest.raises(InputError, match="--task-runner must be one of default, dask"):
         runners.choose("ray")
+
+
+def test_a_failed_shard_fails_the_fan_out_after_the_others_finish(tmp_path, dask_env):
+    import os
+
+    from prefect import flow, task
+
+    from flows import runners
+
+    size = task(os.path.getsize, name="file-size")
+    (tmp_path / "a").write_bytes(b"12345")
+    (tmp_path / "b").write_bytes(b"123")
+    shards = [{"filename": str(tmp_path / name)} for name in ("a", "missing", "b")]
+    finished = {}
+
+    @flow
+    def sizes():
+        with runners.fan_out("dask") as runner:
+            runners.run_shards(runner, size, shards, {}, lambda i, r: finished.__setitem__(i, r))
+
+    with pytest.raises(FileNotFoundError):
+        sizes()
+    assert finished == {0: 5, 2: 3}
