@@ -97,9 +97,16 @@ def print_summary(summary: dict, echo=print) -> None:
     echo(f"  image texts kept: {curate.get('kept')}  dropped: {curate.get('dropped')}")
     if curate.get("precision") is not None:
         echo(
-            f"  drop decisions against the sample's labels: precision {curate['precision']:.3f}, "
-            f"recall {curate['recall']:.3f} (kept texts that are relevant / relevant texts kept)"
+            f"  drop decisions against the sample's labels: precision {curate['precision']:.3f} "
+            f"(dropped texts that are irrelevant), recall {curate['recall']:.3f} (irrelevant texts dropped)"
         )
+    if curate.get("keep_precision") is not None:
+        echo(
+            f"  kept texts: precision {curate['keep_precision']:.3f} (kept texts that are relevant), "
+            f"recall {curate['keep_recall']:.3f} (relevant texts kept)"
+        )
+    if curate.get("scorer"):
+        echo(f"  scorer: {curate['scorer']} ({curate.get('scorer_reason', '')})")
     for key in ("report", "data_docs"):
         for part in summary.values():
             if isinstance(part, dict) and part.get(key):
