@@ -102,6 +102,8 @@ def fan_out(task_runner: str | None, workers: int = 1) -> Iterator[object | None
 @contextlib.contextmanager
 def _quiet_dask() -> Iterator[None]:
     """Dask's scheduler and nanny log every start and stop at INFO: warnings only on the terminal."""
+    import distributed  # noqa: F401 - sets up its loggers on import; the level is changed after
+
     logger = logging.getLogger("distributed")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
@@ -164,7 +166,7 @@ def run_shards(
         return future.wrapped_future
 
     first = [submit_next() for _ in range(cluster_threads(runner) * 4)]
-    finished = as_completed([f for f in first if f is not None])
+    finished = as_completed([f for f in first if f is not None], loop=runner.client.loop)
     for wrapped in finished:
         i, future = in_flight.pop(wrapped.key)
         try:

@@ -22,7 +22,8 @@ def cluster():
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as local,
-        distributed.Client(local) as client,
+        # not the default client: the flows must find the cluster through IMTEXT_DASK_ADDRESS alone
+        distributed.Client(local, set_as_default=False) as client,
     ):
         client.wait_for_workers(2)
         warm = [
@@ -150,7 +151,9 @@ def test_an_unknown_task_runner_is_refused_before_anything_runs(monkeypatch):
         runners.choose("ray")
 
 
-def test_a_failed_shard_fails_the_fan_out_after_the_others_finish(tmp_path, dask_env):
+def test_a_temporary_local_cluster_runs_the_shards_and_a_failed_shard_fails_the_fan_out(
+    tmp_path, monkeypatch
+):
     import os
 
     from prefect import flow, task
@@ -163,9 +166,11 @@ def test_a_failed_shard_fails_the_fan_out_after_the_others_finish(tmp_path, dask
     shards = [{"filename": str(tmp_path / name)} for name in ("a", "missing", "b")]
     finished = {}
 
+    monkeypatch.delenv("IMTEXT_DASK_ADDRESS", raising=False)
+
     @flow
     def sizes():
-        with runners.fan_out("dask") as runner:
+        with runners.fan_out("dask", workers=1) as runner:
             runners.run_shards(runner, size, shards, {}, lambda i, r: finished.__setitem__(i, r))
 
     with pytest.raises(FileNotFoundError):
