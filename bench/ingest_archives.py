@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=2_000)
     parser.add_argument("--classes", type=int, default=25)
     parser.add_argument(
-        "--repeat", type=int, default=2, help="measurements per source and size; the best counts"
+        "--repeat", type=int, default=3, help="measurements per source and size; the best counts"
     )
     args = parser.parse_args()
 
