@@ -12,7 +12,7 @@ def demo(
     base_model: str = typer.Option(
         "tiny-roberta", help="classifier to fine-tune (tiny-roberta, minilm-offline, a path)"
     ),
-    epochs: int = typer.Option(3, help="training epochs"),
+    epochs: int = typer.Option(2, help="training epochs"),
     max_steps: int = typer.Option(None, help="cap on training steps per model (quick runs)"),
     train_per_class: int = typer.Option(24, help="sample train images per class (first run only)"),
     val_per_class: int = typer.Option(4, help="sample val images per class (first run only)"),

@@ -28,7 +28,7 @@ def run_demo(
     train_per_class: int = 24,
     val_per_class: int = 4,
     base_model: str = "tiny-roberta",
-    epochs: int = 3,
+    epochs: int = 2,
     max_steps: int | None = None,
     export_format: str = "webdataset",
     echo=print,
