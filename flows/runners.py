@@ -59,7 +59,8 @@ def choose(task_runner: str | None) -> str:
 
     name = (task_runner or ScaleOutSettings().task_runner).strip().lower()
     if name not in TASK_RUNNERS:
-        raise InputError(f"--task-runner must be one of {', '.join(TASK_RUNNERS)}, not {task_runner!r}")
+        where = "--task-runner" if task_runner else "IMTEXT_TASK_RUNNER"
+        raise InputError(f"{where} must be one of {', '.join(TASK_RUNNERS)}, not {name!r}")
     return name
 
 

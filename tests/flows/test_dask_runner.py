@@ -147,8 +147,11 @@ def test_an_unknown_task_runner_is_refused_before_anything_runs(monkeypatch):
     monkeypatch.setenv("IMTEXT_TASK_RUNNER", "dask")
     assert runners.choose(None) == "dask"
     assert runners.choose("default") == "default"
-    with pytest.raises(InputError, match="--task-runner must be one of default, dask"):
+    with pytest.raises(InputError, match="--task-runner must be one of default, dask, not 'ray'"):
         runners.choose("ray")
+    monkeypatch.setenv("IMTEXT_TASK_RUNNER", "spark")
+    with pytest.raises(InputError, match="IMTEXT_TASK_RUNNER must be one of default, dask, not 'spark'"):
+        runners.choose(None)
 
 
 def test_a_temporary_local_cluster_runs_the_shards_and_a_failed_shard_fails_the_fan_out(
