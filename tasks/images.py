@@ -23,7 +23,6 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -72,27 +71,53 @@ _IMAGE_COLUMNS = [c for c in _SCHEMA.names if c not in ("reason", "detail")]
 # 1. Layout
 
 
-@dataclass(frozen=True)
-class SplitFolder:
-    """One split's folder: class folders (labels from their names) or flat val images with labels."""
+class Opaque:
+    """Base of the holders that ingest tasks pass to each other.
 
-    split: str
-    path: Path
-    classes: tuple[tuple[str, Path], ...] = ()  # (wnid, folder)
-    labels: dict[str, str] | None = field(default=None, hash=False)  # flat val: image_id -> wnid
-    labels_file: Path | None = None
+    Not dataclasses on purpose: Prefect walks the parameters and return values of tasks (lists,
+    tuples, dicts, dataclasses) item by item, about 10 µs an item, which for a million listed
+    inputs is minutes; it does not walk into other objects.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, **values) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}"[:80] for n in self.__slots__)
+        return f"{type(self).__name__}({shown})"
 
 
-@dataclass(frozen=True)
-class Source:
-    """A located, validated source: an ImageNet folder, ILSVRC tars, or parquet shards."""
+class SplitFolder(Opaque):
+    """One split's folder: class folders (labels from their names) or flat val images with labels.
 
-    kind: str  # "folder", "tar" or "parquet"
-    root: Path
-    split: str
-    folders: tuple[SplitFolder, ...] = ()
-    files: tuple[Path, ...] = ()
-    labels: dict[str, str] | None = field(default=None, hash=False)  # a val tar's labels
+    classes: (wnid, folder) pairs; labels: image_id -> wnid of flat val images; labels_file: their file.
+    """
+
+    __slots__ = ("split", "path", "classes", "labels", "labels_file")
+
+    def __init__(self, split: str, path: Path, classes=(), labels=None, labels_file=None) -> None:
+        super().__init__(split=split, path=path, classes=classes, labels=labels, labels_file=labels_file)
+
+
+class Source(Opaque):
+    """A located, validated source: kind "folder" (folders), "tar" or "parquet" (files, labels)."""
+
+    __slots__ = ("kind", "root", "split", "folders", "files", "labels")
+
+    def __init__(self, kind: str, root: Path, split: str, folders=(), files=(), labels=None) -> None:
+        super().__init__(kind=kind, root=root, split=split, folders=folders, files=files, labels=labels)
+
+
+class Listing(Opaque):
+    """What walking a source found: folder items and rejects, or scanned archives."""
+
+    __slots__ = ("items", "rejects", "archives")
+
+    def __init__(self, items=(), rejects=(), archives=()) -> None:
+        super().__init__(items=list(items), rejects=list(rejects), archives=list(archives))
 
 
 def _scan_dir(path: Path) -> list[os.DirEntry]:
@@ -349,19 +374,31 @@ def list_folder(source: Source, workers: int = 1) -> tuple[list[tuple], list[tup
 # 3. Planning
 
 
-@dataclass
-class Plan:
-    """What a run has to do: shards to probe, rejects already known, and what it skips."""
+class Plan(Opaque):
+    """What a run has to do: shards to probe, rejects already known, and what it skips.
 
-    source: str
-    kind: str
-    units: list[tuple[Callable, tuple, int]] = field(default_factory=list)  # (fn, args, weight)
-    rejects: list[tuple] = field(default_factory=list)
-    known: pl.DataFrame | None = None
-    seen: int = 0
-    skipped: int = 0
-    skipped_archives: int = 0
-    archives: list[dict] = field(default_factory=list)
+    units: (fn, args, weight) shards for the pool; rejects: records found while listing; known:
+    what the warehouse held under the source; seen/skipped: inputs found / unchanged;
+    skipped_archives: archives unchanged since their ingest; archives: `ingested_archives` rows.
+    """
+
+    __slots__ = (
+        "source",
+        "kind",
+        "units",
+        "rejects",
+        "known",
+        "seen",
+        "skipped",
+        "skipped_archives",
+        "archives",
+    )
+
+    def __init__(
+        self, source: str, kind: str, units=None, rejects=None, known=None, seen=0, skipped=0
+    ) -> None:
+        super().__init__(source=source, kind=kind, units=units or [], rejects=rejects or [], known=known,
+                         seen=seen, skipped=skipped, skipped_archives=0, archives=[])  # fmt: skip
 
     @property
     def total(self) -> int:
@@ -575,24 +612,23 @@ def locate_source_task(source: str, split: str, val_labels: str | None) -> Sourc
 
 
 @task(name="list-inputs", cache_policy=NO_CACHE)
-def list_inputs_task(source: Source, workers: int = 1):
+def list_inputs_task(source: Source, workers: int = 1) -> Listing:
     """Walk the source: image inputs to probe and the inputs rejected while listing."""
     if source.kind == "folder":
-        return list_folder(source, workers)
+        return Listing(*list_folder(source, workers))
     from tasks.archives import scan_archives
 
-    return scan_archives(source)
+    return Listing(archives=scan_archives(source))
 
 
 @task(name="plan-ingest", cache_policy=NO_CACHE)
-def plan_task(wh, source: Source, listing, workers: int) -> Plan:
+def plan_task(wh, source: Source, listing: Listing, workers: int) -> Plan:
     """Skip what the warehouse already holds unchanged and cut the rest into shards."""
     if source.kind == "folder":
-        items, rejects = listing
-        return plan_folder(wh.con, source, items, rejects, workers)
+        return plan_folder(wh.con, source, listing.items, listing.rejects, workers)
     from tasks.archives import plan_archives
 
-    return plan_archives(wh.con, source, listing, workers)
+    return plan_archives(wh.con, source, listing.archives, workers)
 
 
 @task(name="probe-and-load", cache_policy=NO_CACHE)
