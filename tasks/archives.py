@@ -265,7 +265,7 @@ def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
                     else:
                         archive.entries.append((ref.name, ref.offset, ref.size, stem))
                 else:
-                    image_id = PurePosixPath(ref.name).stem
+                    image_id = imageio.stem(ref.name)
                     wnid = (labels or {}).get(image_id) if archive.split == "val" else None
                     if archive.split == "val" and wnid is None:
                         archive.rejects.append(

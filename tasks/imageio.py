@@ -23,7 +23,7 @@ import tarfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -178,6 +178,13 @@ def probe_files(items: list[tuple]) -> tuple[list[tuple], int]:
 # Tars: a window onto part of a file, member safety, and member walking
 
 
+def stem(name: str) -> str:
+    """The file name without folder and last suffix: an image's id (`a/n01_7.JPEG` → `n01_7`)."""
+    base = name.rpartition("/")[2]
+    dot = base.rfind(".")
+    return base[:dot] if dot > 0 else base
+
+
 def member_name(name: str) -> str:
     """A member name without a leading './'."""
     while name.startswith("./"):
@@ -193,13 +200,12 @@ def unsafe_reason(name: str, kind: str, linkname: str = "") -> str | None:
         return "device or pipe member"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "absolute member name"
-    if ".." in PurePosixPath(name).parts or ".." in name.split("\\"):
+    if ".." in name and ".." in name.replace("\\", "/").split("/"):
         return "member name escapes its folder ('..')"
     return None
 
 
-@dataclass(frozen=True)
-class MemberRef:
+class MemberRef(NamedTuple):
     name: str
     offset: int  # absolute offset of the data in the outermost file
     size: int
@@ -261,7 +267,7 @@ def iter_members(fh, start: int, length: int) -> Iterator[MemberRef]:
             stored = _number(header[148:156])
         except ValueError:
             stored = -1
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):
+        if stored != sum(header) - sum(header[148:156]) + 256:  # the checksum field counts as spaces
             after = f" after member {last!r}" if last else ""
             raise tarfile.ReadError(f"invalid tar header at offset {pos}{after}")
         flag = header[156:157]
@@ -341,7 +347,7 @@ def probe_inner_tar(
                     skipped += 1
                     continue
                 data = os.pread(fh.fileno(), ref.size, ref.offset) if ref.size else b""
-                image_id = PurePosixPath(ref.name).stem
+                image_id = stem(ref.name)
                 out.append(probe_record(data, path, image_id, wnid, split, ref.mtime))
     except (tarfile.TarError, OSError, EOFError) as exc:
         done = f" ({len(out)} members read before it)" if out else ""
@@ -365,11 +371,11 @@ def probe_parquet_group(shard: str, group: int, first_row: int, split: str, wnid
         images.field("path").to_pylist() if images.type.get_field_index("path") >= 0 else [None] * len(blobs)
     )
     labels = table.column("label").to_pylist()
-    stem = PurePosixPath(shard).name.split(".")[0]
+    shard_stem = stem(shard)
     for i, (data, name, label) in enumerate(zip(blobs, names, labels, strict=True)):
         row = first_row + i
         path = f"{shard}{SEP}{row}"
-        image_id = PurePosixPath(name).stem if name else f"{stem}_{row}"
+        image_id = stem(name) if name else f"{shard_stem}_{row}"
         if label is None or not 0 <= label < len(wnids):
             out.append(
                 reject_record(

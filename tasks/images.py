@@ -316,7 +316,7 @@ def _walk(
                 _reject(path, imageio.OUTSIDE, f"the file is not inside a class folder of {top}", st)
             )
             continue
-        image_id = entry.name.rsplit(".", 1)[0]
+        image_id = imageio.stem(entry.name)
         label = wnid if labels is None else labels.get(image_id)
         if label is None:
             rejects.append(_reject(path, imageio.NO_LABEL, f"{image_id} has no row in the val labels", st))
