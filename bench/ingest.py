@@ -224,7 +224,13 @@ def method_bulk(rows: int, home: Path) -> dict:
     return {"rows": counts["added"], "work_s": work.wall, "cpu_s": work.cpu}
 
 
-METHODS = {"plain": method_plain, "hf": method_hf, "imtext": method_imtext}
+def method_imtext_1(source: Path, home: Path) -> dict:
+    """The ingest flow with one worker (IMTEXT_WORKERS=1): the same pipeline, probed in-process."""
+    os.environ["IMTEXT_WORKERS"] = "1"
+    return method_imtext(source, home)
+
+
+METHODS = {"plain": method_plain, "hf": method_hf, "imtext": method_imtext, "imtext-1": method_imtext_1}
 
 
 def child(method: str, target: str, home: str) -> None:
@@ -361,6 +367,7 @@ def main() -> None:
         ("plain loop (PIL+sha256, 1 process)", figures("plain")),
         ('datasets.load_dataset("imagefolder")', figures("hf")),
         ("imtext ingest (flow)", figures("imtext")),
+        ("imtext ingest, 1 worker", figures("imtext-1")),
         ("imtext ingest, re-run unchanged", figures("imtext", "rerun_s", "rerun_cpu_s")),
     ]
     print(f"{'method':<40}{'images/s':>10}{'CPU ms/img':>12}{'large s':>9}{'small s':>9}{'peak MB':>9}")
@@ -368,13 +375,16 @@ def main() -> None:
         print(
             f"{label:<40}{f['rate']:>10,.0f}{f['cpu_ms']:>12.3f}{f['large']:>9.2f}{f['small']:>9.2f}{f['peak']:>9.0f}"
         )
-    plain, hf, imtext, rerun = (f for _, f in rows)
+    plain, hf, imtext, single, rerun = (f for _, f in rows)
     print(
         "\nimages/s and CPU ms/img: the work alone (after imports and Prefect's start), large minus small tree;"
     )
     print("CPU counts the process and its workers, so it is what the machine spent whatever else ran on it.")
     print(f"imtext / plain loop: {imtext['rate'] / plain['rate']:.2f}x images/s, "
           f"{plain['cpu_ms'] / imtext['cpu_ms']:.2f}x less CPU per image   (goal >= 1.6x on {cpus} cores)")  # fmt: skip
+    print(
+        f"imtext, {cpus} workers / 1 worker: {imtext['rate'] / single['rate']:.2f}x images/s (same pipeline, same run)"
+    )
     print(f"imtext / imagefolder: {imtext['rate'] / hf['rate']:.2f}x images/s   (goal > 1x)")
     print(f"re-run cost per image: {100 * imtext['rate'] / rerun['rate']:.1f}% of a first run "
           f"({100 * rerun['cpu_ms'] / imtext['cpu_ms']:.1f}% of its CPU)   (goal < 10%)")  # fmt: skip
