@@ -19,17 +19,11 @@ app.command("snapshots")(sql_cmd.snapshots)
 
 
 def _register() -> None:
-    """Attach the command modules that exist (each issue adds its own module)."""
+    """Attach every command module; each imports its flow only when its command runs."""
     import importlib
 
     for name in ("ingest", "harvest", "validate", "train", "curate", "export", "serve", "demo"):
-        try:
-            module = importlib.import_module(f"flows.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"flows.commands.{name}":
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(f"flows.commands.{name}").register(app)
 
 
 _register()

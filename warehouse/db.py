@@ -217,7 +217,11 @@ class Warehouse:
         `fn` must be safe to run again: on a transient conflict the transaction is rolled back and
         `fn` runs again from the start.
         """
-        con = self.con
+        return self._transaction(self.con, fn, attempts)
+
+    def _transaction(
+        self, con: duckdb.DuckDBPyConnection, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int
+    ) -> T:
         last: BaseException | None = None
         for attempt in range(attempts):
             with self._lock():
@@ -265,8 +269,7 @@ class Warehouse:
                 _load_classes(c)
             return [f.name for f in new]
 
-        self._con = con
-        return self.write(migrate)
+        return self._transaction(con, migrate, attempts=10)
 
     # -- snapshots and maintenance -------------------------------------------------------------
     def current_snapshot(self, con: duckdb.DuckDBPyConnection | None = None) -> int:
@@ -283,7 +286,7 @@ class Warehouse:
         return [{"snapshot": r[0], "time": r[1], "changes": r[2]} for r in rows]
 
     def compact(self, min_files: int = 32) -> bool:
-        """Merge small Parquet files once a table has at least `min_files` of them."""
+        """Merge small Parquet files once the warehouse holds at least `min_files` live data files."""
         con = self.con
         files = _data_file_count(con)
         if files < min_files:
