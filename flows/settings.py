@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A data path with a scheme (s3://, gs://, az://, https://, file://) is a URL, left as it is.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def absolute(path: str | Path) -> Path:
+    """`path` with `~` expanded, made absolute against the current directory and normalised."""
+    return Path(path).expanduser().resolve()
 
 
 class Settings(BaseSettings):
@@ -26,15 +35,37 @@ class Settings(BaseSettings):
     flickr_api_key: SecretStr | None = None
     workers: int = Field(0, description="parallel worker processes; 0 means one per CPU core")
 
+    # Every path is made absolute when settings load: a relative path would otherwise mean a
+    # different place to each library that resolves it later (Great Expectations refuses one), and
+    # to a deployment run started in another working directory.
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return absolute(value)
+
+    @field_validator("warehouse", mode="after")
+    @classmethod
+    def _absolute_catalog(cls, value: str | None) -> str | None:
+        if value and value.startswith("sqlite:"):
+            return "sqlite:" + str(absolute(value.removeprefix("sqlite:")))
+        return value
+
+    @field_validator("warehouse_data", mode="after")
+    @classmethod
+    def _absolute_data(cls, value: str | None) -> str | None:
+        if not value or _URL.match(value):
+            return value
+        return str(absolute(value)) + "/"
+
     @property
     def catalog(self) -> str:
-        return self.warehouse or f"sqlite:{(self.home / 'warehouse' / 'catalog.sqlite').resolve()}"
+        return self.warehouse or f"sqlite:{self.home / 'warehouse' / 'catalog.sqlite'}"
 
     @property
     def data_path(self) -> str:
         if self.warehouse_data:
             return self.warehouse_data
-        return str((self.home / "warehouse" / "data").resolve()) + "/"
+        return str(self.home / "warehouse" / "data") + "/"
 
     @property
     def models_dir(self) -> Path:
