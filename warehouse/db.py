@@ -135,9 +135,21 @@ class Warehouse:
             _enable_wal(self.sqlite_path)
         return con
 
-    def reader(self) -> duckdb.DuckDBPyConnection:
-        """A new read-only connection; write statements through it fail."""
-        return self._new_connection(read_only=True)
+    def reader(self, *, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+        """A new read-only connection; write statements through it fail.
+
+        `sandboxed` is for SQL a person types (`imtext sql`): once the catalog is attached, the
+        connection reads no file outside the warehouse's data path and its settings are locked, so
+        `read_csv('/etc/passwd')` fails and so does the `SET` that would allow it again.
+        """
+        con = self._new_connection(read_only=True)
+        if sandboxed:
+            try:
+                _sandbox(con, self.data_path)
+            except duckdb.Error as exc:
+                con.close()
+                raise WarehouseError(f"cannot restrict the warehouse connection: {exc}") from exc
+        return con
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -316,6 +328,25 @@ def _data_file_count(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute(
         f"SELECT count(*) FROM {meta}.ducklake_data_file WHERE end_snapshot IS NULL"
     ).fetchone()[0]
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
+    """No file access but the warehouse's data files, and no setting changed from here on.
+
+    Extensions are loaded and the catalog attached before this; the data path stays readable
+    because DuckLake opens its Parquet files through DuckDB's file system on every query. The path
+    the catalog itself records is allowed too, in case it was created with another spelling.
+    """
+    allowed = [data_path]
+    with contextlib.suppress(duckdb.Error):
+        row = con.execute(
+            f"SELECT value FROM __ducklake_metadata_{ALIAS}.ducklake_metadata WHERE key = 'data_path'"
+        ).fetchone()
+        if row and row[0] and row[0] not in allowed:
+            allowed.append(row[0])
+    con.execute("SET allowed_directories = ?", [allowed])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _literal(value: str) -> str:
