@@ -1,14 +1,22 @@
-"""Artifacts in the Prefect UI: a flow's summary, tables, links to reports.
+"""Artifacts in the Prefect UI: a flow's summary, tables, reports with their charts, links.
 
 Every helper is a no-op outside a flow run (plain function calls, CLI code paths that skip Prefect)
 and never fails the flow: an artifact that cannot be written is logged and dropped. Values under
 secret-looking keys are masked. Keys name the artifact across runs (the UI keeps its history), so
 use a fixed key per flow and kind, e.g. `ingest-summary`.
+
+Markdown is rendered by the UI, so every value put into markdown goes through `format_value`
+(or `escape`), which HTML-escapes it: a text like `<script>` shows as written, never as markup.
+Charts go into markdown as images whose source is a `data:` URI (`image_markdown`), so a run page
+shows them without any file or server behind it; table artifacts hold raw values (the UI shows
+table cells as text).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import html
 import json
 import logging
 import re
@@ -36,8 +44,20 @@ def artifact_key(text: str) -> str:
     return key or "artifact"
 
 
-def format_value(value: Any, limit: int = 200) -> str:
-    """A short, readable cell for a markdown table."""
+_MARKDOWN_SPECIAL = re.compile(r"([\\`\[\]|])")
+
+
+def escape(text: Any) -> str:
+    """Text safe inside markdown: HTML escaped, on one line, with no link, image, code span or cell break.
+
+    `<script>` shows as written; `[x](javascript:...)`, backticks and `|` lose their markdown meaning.
+    """
+    text = html.escape(str(text)).replace("\r", " ").replace("\n", " ")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def format_value(value: Any, limit: int = 200, markdown: bool = True) -> str:
+    """A short, readable cell: HTML-escaped for markdown unless `markdown` is False (table artifacts)."""
     if isinstance(value, float):
         text = f"{value:.4g}"
     elif isinstance(value, dt.datetime | dt.date):
@@ -46,13 +66,13 @@ def format_value(value: Any, limit: int = 200) -> str:
         text = json.dumps(value, default=str)
     else:
         text = str(value)
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return escape(text) if markdown else text
 
 
 def summary_markdown(title: str, summary: Mapping[str, Any]) -> str:
     """A heading and a two-column table of `summary`, secrets masked."""
-    lines = [f"## {title}", "", "| | |", "|---|---|"]
+    lines = [f"## {escape(title)}", "", "| | |", "|---|---|"]
     for key, value in summary.items():
         shown = "***" if _SECRET.search(str(key)) and value not in (None, "") else format_value(value)
         lines.append(f"| {format_value(key)} | {shown} |")
@@ -90,10 +110,44 @@ def publish_table(
     elif hasattr(rows, "to_dict"):  # pandas
         rows = rows.head(max_rows).to_dict(orient="records")
     table: Sequence[Mapping[str, Any]] = [
-        {k: v if isinstance(v, int | float | bool | type(None)) else format_value(v) for k, v in r.items()}
+        {
+            str(k): v if isinstance(v, int | float | bool | type(None)) else format_value(v, markdown=False)
+            for k, v in r.items()
+        }
         for r in list(rows)[:max_rows]
     ]
     return _safely(create_table_artifact, table=list(table), key=_key(key), description=description)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A markdown table of `rows` (dicts), every cell formatted and escaped; `(none)` when empty."""
+    if not rows:
+        return "_(none)_\n"
+    columns = list(columns or rows[0].keys())
+    numeric = [
+        all(
+            isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool)
+            for r in rows
+            if r.get(c) is not None
+        )
+        for c in columns
+    ]
+    lines = [
+        "| " + " | ".join(escape(c) for c in columns) + " |",
+        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+    ]
+    for r in rows:
+        lines.append(
+            "| " + " | ".join("–" if r.get(c) is None else format_value(r.get(c)) for c in columns) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def image_markdown(data: bytes | str, alt: str, mime: str = "image/svg+xml") -> str:
+    """A markdown image whose source is a base64 `data:` URI of `data` (an SVG document or PNG bytes)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    alt_text = re.sub(r"[\[\]\\]", "", escape(alt))
+    return f"![{alt_text}](data:{mime};base64,{base64.b64encode(raw).decode('ascii')})"
 
 
 def publish_link(

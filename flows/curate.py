@@ -212,7 +212,17 @@ def curate_flow(
             description=f"per class: {description}",
             max_rows=1000,
         )
-        artifacts.publish_link(report, text=report.name, key="curation-report", description=description)
+        artifacts.publish_markdown(
+            reports.curation_report_markdown(
+                summary,
+                p_true=decided["p_true"].to_numpy(),
+                kept=decided["kept"].to_numpy(),
+                per_class=per_class,
+                curve=curve,
+            ),
+            key="curation-report",
+            description=description,
+        )
         artifacts.publish_summary(
             "Curation",
             {k: summary[k] for k in ("scorer", "scorer_reason", "texts", "scored_now", "kept", "dropped")}

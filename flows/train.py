@@ -193,8 +193,10 @@ def train_flow(
             artifacts.publish_table(
                 training.metrics_table(rows), key="training-metrics", description=description
             )
-            artifacts.publish_link(
-                report, text=report.name, key="training-report", description="metrics side by side, curves"
+            artifacts.publish_markdown(
+                reports.training_report_markdown(rid, rows, curves, balance, params, str(report)),
+                key="training-report",
+                description="metrics side by side, curves",
             )
             artifacts.publish_summary(
                 "Training",

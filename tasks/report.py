@@ -119,9 +119,18 @@ def svg_histogram(
 
 
 def svg_ratio_bars(
-    names: Sequence[str], ratios, *, width: int = 960, height: int = 220, title: str = ""
+    names: Sequence[str],
+    ratios,
+    *,
+    width: int = 960,
+    height: int = 220,
+    title: str = "",
+    tooltips: bool = True,
 ) -> str:
-    """One thin bar per class, sorted by ratio (hover a bar for its class); missing ratios drawn at 0."""
+    """One thin bar per class, sorted by ratio (hover a bar for its class); missing ratios drawn at 0.
+
+    Without `tooltips` the bars carry no class names: a fifth of the size, for an inline image.
+    """
     ratios = np.asarray([np.nan if r is None else r for r in ratios], dtype=float)
     order = np.argsort(np.nan_to_num(ratios, nan=-1.0), kind="stable")
     left, right, upper, lower = 40, 12, 18, 28
@@ -141,7 +150,8 @@ def svg_ratio_bars(
         parts.append(
             f'<rect x="{left + pos * bar_w:.2f}" y="{upper + plot_h - max(h, 1):.1f}" '
             f'width="{max(bar_w * 0.85, 0.4):.2f}" height="{max(h, 1):.1f}" fill="{colour}">'
-            f"<title>{esc(label)}</title></rect>"
+            + (f"<title>{esc(label)}</title>" if tooltips else "")
+            + "</rect>"
         )
     parts.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">'
@@ -213,6 +223,27 @@ def _ticks(top: int) -> list[int]:
     return list(range(0, top + 1, max(step, 1)))
 
 
+def decisions_row(summary: dict) -> dict:
+    """The headline figures of a curation: texts, kept, dropped, ratio, scored now, classes left empty."""
+    return {
+        "texts": summary.get("texts"),
+        "kept": summary.get("kept"),
+        "dropped": summary.get("dropped"),
+        "kept ratio": summary.get("kept_ratio"),
+        "scored now": summary.get("scored_now"),
+        "classes with texts but none kept": summary.get("classes_without_text"),
+    }
+
+
+def lowest_kept(per_class: pl.DataFrame) -> pl.DataFrame:
+    """Classes with texts, lowest kept ratio first."""
+    return (
+        per_class.filter(pl.col("texts") > 0)
+        .sort(["kept_ratio", "class_index"])
+        .select("wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text")
+    )
+
+
 def curation_report_html(
     summary: dict,
     *,
@@ -229,18 +260,7 @@ def curation_report_html(
         f"<p class=note>{esc(summary.get('finished_at', dt.datetime.now(dt.UTC).isoformat()))} · "
         f"warehouse snapshot {esc(summary.get('snapshot'))} · training run {esc(summary.get('training_run'))}</p>",
         "<h2>Decisions</h2>",
-        html_table(
-            [
-                {
-                    "texts": summary.get("texts"),
-                    "kept": summary.get("kept"),
-                    "dropped": summary.get("dropped"),
-                    "kept ratio": summary.get("kept_ratio"),
-                    "scored now": summary.get("scored_now"),
-                    "classes with texts but none kept": summary.get("classes_without_text"),
-                }
-            ]
-        ),
+        html_table([decisions_row(summary)]),
         "<h2>Policy</h2>",
         html_table([policy]),
         "<p class=note>Keep a text when p_true ≥ min_p_true or true_rank ≤ top_k (0: off); a junk-marked text "
@@ -269,12 +289,7 @@ def curation_report_html(
             title="kept texts / texts, per class",
         ),
     ]
-    lowest = (
-        per_class.filter(pl.col("texts") > 0)
-        .sort(["kept_ratio", "class_index"])
-        .select("wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text")
-    )
-    sections += ["<h3>Lowest kept ratios</h3>", html_table(lowest.to_dicts(), limit=25)]
+    sections += ["<h3>Lowest kept ratios</h3>", html_table(lowest_kept(per_class).to_dicts(), limit=25)]
     labelled = summary.get("labels")
     if labelled:
         sections += ["<h2>Labelled relevance</h2>", html_table([labelled])]
@@ -303,3 +318,108 @@ def write_report(text: str, reports_dir: str | Path, name: str) -> Path:
     path = (folder / name).resolve()
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# -- the same reports as markdown artifacts, for the flow run's page in the Prefect UI ---------------
+def curation_report_markdown(summary: dict, *, p_true, kept, per_class: pl.DataFrame, curve=None) -> str:
+    """The curation report as markdown: decisions, policy, scorer, charts (inline images), lowest classes."""
+    from flows.artifacts import escape, format_value, image_markdown, markdown_table
+
+    threshold = (summary.get("policy") or {}).get("min_p_true")
+    parts = [
+        f"# Curation {escape(summary.get('run_id'))}",
+        f"Warehouse snapshot {format_value(summary.get('snapshot'))}, training run "
+        f"{format_value(summary.get('training_run'))}.",
+        "## Decisions",
+        markdown_table([decisions_row(summary)]),
+        "## Policy",
+        markdown_table([summary["policy"]] if summary.get("policy") else []),
+        "Keep a text when p_true ≥ min_p_true or true_rank ≤ top_k (0: off); a junk-marked text needs "
+        "p_true ≥ max(min_p_true, junk_min_p_true).",
+        "## Scorer",
+        f"**{escape(summary.get('scorer'))}**: {escape(summary.get('scorer_reason'))}",
+        markdown_table(
+            [{"kind": k, **v} for k, v in (summary.get("candidates") or {}).items()],
+            ["kind", "macro_f1", "top1", "top5", "models"],
+        ),
+        "## Scores",
+        image_markdown(
+            svg_histogram(p_true, kept=kept, threshold=threshold, title="p_true of every scored text"),
+            "p_true of every scored text, kept and dropped",
+        ),
+        "## Kept ratio per class",
+        image_markdown(
+            svg_ratio_bars(
+                per_class["name"].to_list(),
+                per_class["kept_ratio"].to_list(),
+                title="kept texts / texts, per class",
+                tooltips=False,
+            ),
+            "kept ratio per class",
+        ),
+        "### Lowest kept ratios",
+        markdown_table(lowest_kept(per_class).head(25).to_dicts()),
+    ]
+    labelled = summary.get("labels")
+    if labelled:
+        parts += ["## Labelled relevance", markdown_table([labelled])]
+        if curve is not None and not curve.is_empty():
+            parts.append(image_markdown(svg_curve(curve, chosen=threshold), "precision against recall"))
+    masked = summary.get("masked") or []
+    if masked:
+        parts += [
+            "## Class names masked",
+            "Held-out texts that name their class, scored as written and with every lemma of the class "
+            "replaced by a neutral word.",
+            markdown_table(masked),
+        ]
+    if summary.get("report"):
+        parts.append(f"The HTML report was written to {escape(summary['report'])} on the machine of the run.")
+    return "\n\n".join(parts) + "\n"
+
+
+def training_report_markdown(
+    run_id: str, rows: list[dict], curves: dict, balance: dict, params: dict, report_path: str | None = None
+) -> str:
+    """The training report as markdown: held-out metrics per model, the mean per kind, curves as images."""
+    from flows.artifacts import escape, format_value, image_markdown, markdown_table
+    from tasks.training import _svg_lines, metrics_table, summary_by_kind
+
+    by_kind = summary_by_kind(rows)
+    parts = [
+        f"# Training run {escape(run_id)}",
+        f"Base model {escape(params.get('base_model'))}, {format_value(params.get('folds'))} folds, seed "
+        f"{format_value(params.get('seed'))}, snapshot {format_value(params.get('snapshot'))}. Held-out "
+        'metrics are those of each fold model on the images it never saw; the model on everything (fold "all") '
+        "has none.",
+        "## Held-out metrics",
+        markdown_table(metrics_table(rows)),
+        "### Mean over the folds, per kind",
+        markdown_table([{"kind": kind, **metrics} for kind, metrics in by_kind.items()]),
+    ]
+    charts = []
+    for title, label, key in (
+        ("training loss", "cross-entropy", "loss"),
+        ("held-out top-1", "top-1", "top1"),
+        ("held-out macro-F1", "macro-F1", "macro_f1"),
+    ):
+        series = [
+            (
+                name,
+                [
+                    (p["step"], p[key])
+                    for p in (r.loss_curve if key == "loss" else r.evals)
+                    if p.get(key) is not None
+                ],
+            )
+            for name, r in curves.items()
+        ]
+        svg = _svg_lines(series, title, label)
+        if svg:
+            charts.append(image_markdown(svg, title))
+    if charts:
+        parts += ["## Training curves", "\n\n".join(charts)]
+    parts += ["## Class balance", markdown_table([balance])]
+    if report_path:
+        parts.append(f"The HTML report was written to {escape(report_path)} on the machine of the run.")
+    return "\n\n".join(parts) + "\n"
