@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Annotated
@@ -19,14 +20,23 @@ from tasks.errors import InputError
 @flow(name="curate")
 def curate_flow(
     min_p_true: Annotated[
-        float,
-        Field(ge=0.0, le=1.0, description="keep a text when its class probability p_true is at least this"),
+        float | None,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="fixed rule: keep a text when its class probability p_true is at least this "
+            "(default: none, the relative per-class policy)",
+        ),
     ] = scoring.DEFAULT_MIN_P_TRUE,
     top_k: Annotated[
         int, Field(ge=0, description="or when its class is among the scorer's top k guesses (0: rule off)")
     ] = scoring.DEFAULT_TOP_K,
     scorer: Annotated[
-        str, Field(description="transformer, baseline, ensemble, or auto (better held-out macro-F1)")
+        str,
+        Field(
+            description="transformer, baseline, frozen, similarity, ensemble (every kind trained), or auto "
+            "(the ensemble, weighted by held-out likelihood, when two kinds or more were trained)"
+        ),
     ] = "auto",
     training_run: Annotated[
         str | None,
@@ -76,6 +86,8 @@ def curate_flow(
         if (min_p_true, top_k) == (scoring.DEFAULT_MIN_P_TRUE, scoring.DEFAULT_TOP_K)
         else "user",
     )
+    if target_precision is not None and policy.min_p_true is None:
+        policy = dataclasses.replace(policy, min_p_true=policy.fixed_threshold)
     rid = run_id()
     started = dt.datetime.now(dt.UTC)
     wh = open_warehouse(settings)
@@ -87,14 +99,17 @@ def curate_flow(
         texts = scoring.read_texts(con, plan.snapshot)
         if texts.is_empty():
             raise InputError("no image texts to score: run `imtext harvest images` first")
-        assigned = scoring.assign_scorers(texts, plan)
+        assigned = scoring.assign_scorers(texts, plan, scoring.read_folds(con, plan.training_run))
 
         stored = scoring.read_ensembles(con, plan.model_ids) if plan.scorer == "ensemble" else {}
         for spec in plan.specs.values():
-            spec.temperatures = stored.get(spec.model_id, spec.temperatures)
+            if spec.model_id in stored:
+                spec.temperatures = stored[spec.model_id]["temperatures"]
+                spec.weights = stored[spec.model_id]["weights"]
         uncalibrated = plan.scorer == "ensemble" and any(s.temperatures is None for s in plan.specs.values())
-        # Both kinds trained: calibrate them anyway (2,000 texts) so the masked-name table shows the ensemble.
-        calibrate = uncalibrated or (len(plan.by_kind) == 2 and masked_texts > 0)
+        # Several kinds trained: calibrate them anyway (2,000 texts) so the masked-name table and the
+        # held-out evidence show every kind and the ensemble.
+        calibrate = uncalibrated or (len(plan.by_kind) >= 2 and masked_texts > 0)
         held_out = scoring.held_out_task(
             plan,
             assigned,
@@ -107,7 +122,9 @@ def curate_flow(
             temperatures=_stored_temperatures(plan),
         )
         if plan.scorer == "ensemble":
-            scoring.register_ensembles(wh, scoring.ensemble_rows(plan, held_out["temperatures"], rid))
+            scoring.register_ensembles(
+                wh, scoring.ensemble_rows(plan, held_out["temperatures"], rid, held_out.get("weights"))
+            )
 
         pending = scoring.pending_texts(con, assigned)
         logger.info("%d of %d texts need a score", pending.height, assigned.height)
@@ -146,7 +163,7 @@ def curate_flow(
                     target_precision,
                     "reached" if label_info["target_reached"] else "NOT reached",
                 )
-        decided = scoring.apply_policy(decided, policy)
+        decided, policy_used = scoring.apply_policy(decided, policy)
         kept = int(decided["kept"].sum())
         per_class = scoring.per_class_stats(con, decided)
         summary = {
@@ -169,6 +186,10 @@ def curate_flow(
             ),
             "classes_without_any_text": int(per_class.filter(pl.col("texts") == 0).height),
             "masked": held_out["masked"],
+            "evidence": held_out.get("evidence", {}),
+            "weights": _stored_weights(plan),
+            "dropped_by_reason": scoring.reason_counts(decided),
+            "thresholds": {k: v for k, v in policy_used.items() if k != "thresholds"},
         }
         if label_frame is not None:
             metrics = scoring.label_metrics(decided, label_frame)
@@ -197,7 +218,20 @@ def curate_flow(
             "kept": kept,
             "dropped": decided.height - kept,
             "metrics": json.dumps(
-                {k: summary.get(k) for k in ("labels", "masked", "candidates", "temperatures")}, default=str
+                {
+                    k: summary.get(k)
+                    for k in (
+                        "labels",
+                        "masked",
+                        "candidates",
+                        "temperatures",
+                        "weights",
+                        "evidence",
+                        "dropped_by_reason",
+                    )
+                }
+                | {"class_thresholds": policy_used.get("thresholds")},
+                default=str,
             ),
             "report_path": str(report),
             "started_at": started,
@@ -207,7 +241,16 @@ def curate_flow(
         wh.compact()
         description = f"kept {kept:,} of {decided.height:,} texts ({plan.scorer} scorer)"
         artifacts.publish_table(
-            per_class.select("wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text"),
+            per_class.select(
+                "wnid",
+                "name",
+                "images",
+                "texts",
+                "kept",
+                "kept_ratio",
+                "images_with_text",
+                *scoring.REASON_COLUMNS,
+            ),
             key="curation-classes",
             description=f"per class: {description}",
             max_rows=1000,
@@ -225,7 +268,18 @@ def curate_flow(
         )
         artifacts.publish_summary(
             "Curation",
-            {k: summary[k] for k in ("scorer", "scorer_reason", "texts", "scored_now", "kept", "dropped")}
+            {
+                k: summary[k]
+                for k in (
+                    "scorer",
+                    "scorer_reason",
+                    "texts",
+                    "scored_now",
+                    "kept",
+                    "dropped",
+                    "dropped_by_reason",
+                )
+            }
             | {
                 "policy": summary["policy"],
                 "precision": summary.get("precision"),
@@ -243,6 +297,14 @@ def curate_flow(
         return summary
     finally:
         wh.close()
+
+
+def _stored_weights(plan: scoring.ScoringPlan) -> dict[str, float]:
+    """The ensemble's weight per kind (empty for a single kind)."""
+    for spec in plan.specs.values():
+        if spec.kind == "ensemble" and spec.weights is not None:
+            return {m.kind: w for m, w in zip(spec.members, spec.weights, strict=True)}
+    return {}
 
 
 def _stored_temperatures(plan: scoring.ScoringPlan) -> dict[str, float]:

@@ -18,14 +18,17 @@ import contextlib
 import datetime as dt
 from typing import Annotated
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from tasks import training
+from tasks import encoders, training
 
 # Prefect 3's @flow takes no tags: the `gpu` tag is on the deployment (prefect.yaml), on the
 # fit-transformer task, and on CLI runs (`imtext train` runs the flow inside `tags("gpu")`).
 FLOW_TAGS = ("gpu",)
+
+fit_encoder_task = task(name="fit-encoder-head", cache_policy=NO_CACHE)(encoders.fit_encoder_fold)
 
 
 @flow(name="train")
@@ -64,6 +67,14 @@ def train_flow(
             description="continue from checkpoints and reuse finished models of the same data and settings"
         ),
     ] = True,
+    frozen_encoder: Annotated[
+        str,
+        Field(
+            description="sentence encoder of the frozen-encoder and class-similarity scorers: auto (the "
+            "offline MiniLM when installed, else the base model when pretrained), a model name or folder, "
+            "or none"
+        ),
+    ] = "auto",
 ) -> dict:
     """Train K fold models and one on everything, for the transformer and the baseline; register and report them."""
     from flows import artifacts
@@ -144,6 +155,21 @@ def train_flow(
                 training.register_models(wh, [row])
                 rows.append(row)
                 logger.info("baseline %s: %s", row["model_id"], _brief(row["metrics"]))
+
+        encoder = encoders.resolve_encoder(frozen_encoder, base_model)
+        if encoder is not None and dist.is_main:
+            embeddings, speed = encoders.embed_training_texts(data, encoder)
+            logger.info("embedded %d texts with %s (%.0f texts/s)", len(embeddings), encoder, speed)
+            for kind in encoders.ENCODER_KINDS:
+                kind_rows: list[dict] = []
+                for fold in order:
+                    temperature = encoders.average_temperature(kind_rows) if fold < 0 else None
+                    row = fit_encoder_task(data, fold, spec, embeddings, kind, encoder, temperature)
+                    training.register_models(wh, [row])
+                    kind_rows.append(row)
+                    logger.info("%s %s: %s", kind, row["model_id"], _brief(row["metrics"]))
+                rows.extend(kind_rows)
+            del embeddings
 
         curves: dict[str, training.TrainResult] = {}
         for fold in order:

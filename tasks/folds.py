@@ -1,18 +1,95 @@
-"""Cross-fitting folds: every image belongs to exactly one fold, decided by its id alone."""
+"""Cross-fitting folds: every image belongs to exactly one fold, and twins share it.
+
+An image's fold comes from a hash of its group's key, so it is stable across runs, machines and row
+order. A group is a set of images joined by a shared description: Flickr users paste one description
+onto many photos, and a text judged by a model that trained on its twin would look more certain than
+it is. Two images are joined when one of their texts has the same normalised content (case,
+punctuation and spacing ignored) and is long enough to be a pasted description rather than a common
+word (`MIN_TWIN_CHARS`, `MIN_TWIN_WORDS`), or when they share an uploader (where one is known). A
+group's key is its smallest image id; an image with no twin is its own group, so without twins the
+folds are exactly `fold_of(image_id)`.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 
 import polars as pl
 
+MIN_TWIN_CHARS = 16
+MIN_TWIN_WORDS = 3
+_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
-def fold_of(image_id: str, folds: int, seed: int = 0) -> int:
-    """Fold of one image: stable across runs, machines and row order."""
-    digest = hashlib.blake2b(f"{seed}:{image_id}".encode(), digest_size=8).digest()
+
+def fold_of(key: str, folds: int, seed: int = 0) -> int:
+    """Fold of one image (or group) key: stable across runs, machines and row order."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % folds
 
 
 def assign_folds(image_ids: pl.Series, folds: int, seed: int = 0) -> pl.Series:
     """`fold_of` over a column, for frames."""
     return image_ids.map_elements(lambda i: fold_of(i, folds, seed), return_dtype=pl.Int32).alias("fold")
+
+
+def twin_key(text: str | None) -> str | None:
+    """The normalised content two twin texts share, or None for a text too short to count."""
+    if not text:
+        return None
+    norm = _NOT_WORD.sub(" ", text.casefold()).strip()
+    if len(norm) < MIN_TWIN_CHARS or norm.count(" ") + 1 < MIN_TWIN_WORDS:
+        return None
+    return norm
+
+
+def image_groups(
+    image_ids: Sequence[str], texts: Sequence[str | None], owners: Sequence[str | None] | None = None
+) -> dict[str, str]:
+    """image_id -> group key (the smallest image id of its group), from rows of (image, text[, owner])."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            parent[rb] = ra  # the smaller id stays the root, so the key is the group's minimum
+
+    first_seen: dict[tuple[str, str], str] = {}
+    owners = owners if owners is not None else [None] * len(image_ids)
+    for image_id, text, owner in zip(image_ids, texts, owners, strict=True):
+        if image_id is None:
+            continue
+        parent.setdefault(image_id, image_id)
+        for link in (("text", twin_key(text)), ("owner", owner or None)):
+            if link[1] is None:
+                continue
+            other = first_seen.setdefault(link, image_id)
+            if other != image_id:
+                union(other, image_id)
+    return {image_id: find(image_id) for image_id in parent}
+
+
+def group_folds(frame: pl.DataFrame, folds: int, seed: int = 0) -> pl.DataFrame:
+    """One row per image of `frame` (columns image_id, text, optional owner): image_id, group, fold."""
+    owners = frame["owner"].to_list() if "owner" in frame.columns else None
+    groups = image_groups(frame["image_id"].to_list(), frame["text"].to_list(), owners)
+    keys = list(groups)
+    group = [groups[k] for k in keys]
+    return pl.DataFrame(
+        {
+            "image_id": pl.Series(keys, dtype=pl.String),
+            "group": pl.Series(group, dtype=pl.String),
+            "fold": pl.Series([fold_of(g, folds, seed) for g in group], dtype=pl.Int32),
+        }
+    )

@@ -40,53 +40,21 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import InputError
 from tasks.folds import fold_of
+from tasks.policy import (  # noqa: F401  (the policy's names are part of this module's interface)
+    DEFAULT_JUNK_MIN_P_TRUE,
+    DEFAULT_MIN_P_TRUE,
+    DEFAULT_TOP_K,
+    Policy,
+    decide,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_P_TRUE = 0.2
-DEFAULT_TOP_K = 0
-DEFAULT_JUNK_MIN_P_TRUE = 0.5
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_CHUNK_SIZE = 16_384
-SCORERS = ("auto", "transformer", "baseline", "ensemble")
-KINDS = ("transformer", "baseline")
+SCORERS = ("auto", "transformer", "baseline", "frozen", "similarity", "ensemble")
+KINDS = ("transformer", "baseline", "frozen", "similarity")
 MASK_WORD = "thing"
-
-
-# -- policy ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The keep/drop rule; `threshold_source` says where `min_p_true` came from."""
-
-    min_p_true: float = DEFAULT_MIN_P_TRUE
-    top_k: int = DEFAULT_TOP_K
-    junk_min_p_true: float = DEFAULT_JUNK_MIN_P_TRUE
-    threshold_source: str = "default"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_p_true <= 1.0:
-            raise InputError(f"--min-p-true must be within [0, 1], not {self.min_p_true}")
-        if self.top_k < 0:
-            raise InputError(f"--top-k must be 0 (off) or more, not {self.top_k}")
-        if not 0.0 <= self.junk_min_p_true <= 1.0:
-            raise InputError(f"--junk-min-p-true must be within [0, 1], not {self.junk_min_p_true}")
-
-    def keep(self, p_true, true_rank, junk=None) -> np.ndarray:
-        """Keep flags for arrays of scores; `junk` is a boolean array (True = marked junk)."""
-        p = np.asarray(p_true, dtype=np.float64)
-        rank = np.asarray(true_rank, dtype=np.int64)
-        junk = np.zeros(p.shape, dtype=bool) if junk is None else np.asarray(junk, dtype=bool)
-        clean = (p >= self.min_p_true) | ((rank <= self.top_k) & (self.top_k > 0))
-        marked = p >= max(self.min_p_true, self.junk_min_p_true)
-        return np.where(junk, marked, clean)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), sort_keys=True)
 
 
 def is_junk(marks: pl.Series | Sequence[str | None]) -> np.ndarray:
@@ -294,15 +262,25 @@ class BaselineScorer:
 
 
 class EnsembleScorer:
-    """The average of its members' probabilities, each sharpened or softened by its temperature."""
+    """A weighted average of its members' probabilities, each sharpened or softened by its temperature.
+
+    Weights default to equal; the curate flow fits them on held-out texts (`fit_weights`).
+    """
 
     kind = "ensemble"
 
-    def __init__(self, members: Sequence, temperatures: Sequence[float]):
+    def __init__(
+        self, members: Sequence, temperatures: Sequence[float], weights: Sequence[float] | None = None
+    ):
         if len(members) != len(temperatures) or not members:
             raise ValueError("an ensemble needs one temperature per member")
         self.members = list(members)
         self.temperatures = [float(t) for t in temperatures]
+        weights = [1.0] * len(self.members) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(self.members) or sum(weights) <= 0:
+            raise ValueError("an ensemble needs one non-negative weight per member, not all zero")
+        total = sum(weights)
+        self.weights = [w / total for w in weights]
         labels: list[str] = []
         for member in self.members:
             labels.extend(w for w in member.labels if w not in set(labels))
@@ -312,13 +290,38 @@ class EnsembleScorer:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        for member, temperature, columns in zip(self.members, self.temperatures, self._columns, strict=True):
-            out[:, columns] += _softmax(member.log_proba(texts) / temperature)
-        out /= len(self.members)
+        for member, temperature, weight, columns in zip(
+            self.members, self.temperatures, self.weights, self._columns, strict=True
+        ):
+            if weight > 0:
+                out[:, columns] += weight * _softmax(member.log_proba(texts) / temperature)
         return out.astype(np.float32)
 
     def log_proba(self, texts: Sequence[str]) -> np.ndarray:
         return np.log(np.clip(self.predict_proba(texts), 1e-30, None))
+
+
+def fit_weights(p_true_by_member: Sequence[np.ndarray], iterations: int = 200) -> list[float]:
+    """Mixture weights that maximise the held-out likelihood of the true classes (EM on the simplex).
+
+    `p_true_by_member[k][i]` is member k's calibrated probability of text i's labelled class. A member
+    that explains the held-out texts no better than the others loses weight; one that is never
+    better ends near zero.
+    """
+    p = np.clip(np.vstack([np.asarray(x, dtype=np.float64) for x in p_true_by_member]), 1e-12, None)
+    k = p.shape[0]
+    if p.shape[1] == 0:
+        return [1.0 / k] * k
+    w = np.full(k, 1.0 / k)
+    for _ in range(iterations):
+        resp = w[:, None] * p
+        resp /= resp.sum(axis=0, keepdims=True)
+        new = resp.mean(axis=1)
+        if np.abs(new - w).max() < 1e-6:
+            w = new
+            break
+        w = new
+    return [float(x) for x in w]
 
 
 def summarise(probs: np.ndarray, labels: Sequence[str], true_wnids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -385,6 +388,7 @@ class ScorerSpec:
     fold: int
     members: list[ModelRef]
     temperatures: list[float] | None = None
+    weights: list[float] | None = None
 
     @property
     def role(self) -> str:
@@ -477,8 +481,10 @@ def plan_scoring(
 ) -> ScoringPlan:
     """Pick the training run and the scorer kind, and the scorer of every fold.
 
-    Default run: the latest one with a complete cross-fitting of the kind(s) needed. `auto` takes
-    the kind with the better mean held-out macro-F1 (a tie goes to the cheaper baseline).
+    Default run: the latest one with a complete cross-fitting of the kind(s) needed. `ensemble`
+    combines every kind the run trained completely; `auto` is that ensemble when there are two kinds
+    or more (its weights are fitted on held-out texts, so a kind that does not help gets none), else
+    the one kind there is.
     """
     if scorer not in SCORERS:
         raise InputError(f"--scorer must be one of {', '.join(SCORERS)}, not {scorer!r}")
@@ -493,16 +499,19 @@ def plan_scoring(
     # A run still training or failed is passed over unless named (runs without a status row count as done).
     unfinished = {m.run_id for m in models if m.run_status in ("running", "failed")}
     candidates_runs = [training_run] if training_run else [r for r in reversed(order) if r not in unfinished]
-    needed = {"auto": None, "ensemble": list(KINDS)}.get(scorer, [scorer])
+    needed = {"auto": None, "ensemble": None}.get(scorer, [scorer])
+    least = 2 if scorer == "ensemble" else 1
     for run in candidates_runs:
         complete = {k: c for k in KINDS if (c := _complete(runs[run].get(k, []))) is not None}
         if needed is None:
-            if complete:
+            if len(complete) >= least:
                 break
         elif all(k in complete for k in needed):
             break
     else:
-        what = "" if needed is None else " and ".join(needed) + " "
+        what = (
+            "two kinds of " if scorer == "ensemble" else "" if needed is None else " and ".join(needed) + " "
+        )
         where = f"the training run {training_run}" if training_run else "no finished training run"
         verb = "holds" if training_run else "has"
         hint = "run `imtext train` first"
@@ -527,7 +536,7 @@ def plan_scoring(
         scorer, reason = _auto_choice(candidates)
     else:
         reason = f"--scorer {scorer} was asked for"
-    kinds = list(KINDS) if scorer == "ensemble" else [scorer]
+    kinds = [k for k in KINDS if k in by_kind] if scorer == "ensemble" else [scorer]
     folds_seen = {
         (next(iter(by_kind[k].values())).folds, next(iter(by_kind[k].values())).seed) for k in kinds
     }
@@ -560,17 +569,11 @@ def _auto_choice(candidates: dict[str, dict]) -> tuple[str, str]:
     if len(candidates) == 1:
         kind = next(iter(candidates))
         return kind, f"only {kind} models were trained in this run"
-    t = candidates["transformer"]["macro_f1"]
-    b = candidates["baseline"]["macro_f1"]
-    if t is None or b is None:
-        return "transformer", "held-out macro-F1 is missing for a model kind; the transformer is the default"
-    if t > b:
-        return "transformer", f"held-out macro-F1: transformer {t:.4f} > baseline {b:.4f}"
-    verb = "=" if t == b else ">"
-    return "baseline", (
-        f"held-out macro-F1: baseline {b:.4f} {verb} transformer {t:.4f}"
-        + (" (a tie goes to the faster baseline)" if t == b else "")
+    kinds = ", ".join(
+        f"{k} (held-out macro-F1 {v['macro_f1']:.3f})" if v.get("macro_f1") is not None else k
+        for k, v in candidates.items()
     )
+    return "ensemble", f"an ensemble of {kinds}, weighted by the likelihood of held-out texts"
 
 
 def load_scorer(
@@ -581,13 +584,17 @@ def load_scorer(
         ref = spec_or_ref
         if ref.kind == "baseline":
             return BaselineScorer.load(ref.path)
+        if ref.kind in ("frozen", "similarity"):
+            from tasks.encoders import EncoderScorer
+
+            return EncoderScorer.load(ref.path, device=device)
         return TransformerScorer.load(ref.path, batch_size=batch_size, device=device)
     spec = spec_or_ref
     loaded = members or [load_scorer(m, batch_size=batch_size, device=device) for m in spec.members]
     if spec.kind == "ensemble":
         if spec.temperatures is None:
             raise ValueError(f"the ensemble {spec.model_id} is not calibrated")
-        return EnsembleScorer(loaded, spec.temperatures)
+        return EnsembleScorer(loaded, spec.temperatures, spec.weights)
     return loaded[0]
 
 
@@ -613,11 +620,29 @@ def read_texts(con, training_snapshot: int | None) -> pl.DataFrame:
     return texts.with_columns(pl.col("text_id").is_in(seen["text_id"].implode()).alias("trained"))
 
 
-def assign_scorers(texts: pl.DataFrame, plan: ScoringPlan) -> pl.DataFrame:
-    """Add fold, model_id and role: the scorer that judges each text without having trained on it."""
-    folds = [fold_of(i, plan.folds, plan.seed) for i in texts["image_id"].to_list()]
+def read_folds(con, training_run: str) -> pl.DataFrame:
+    """image_id -> fold as the training run split them (empty for runs that did not store folds)."""
+    from warehouse.db import load_query
+
+    return con.execute(load_query("curate_training_folds"), {"run": training_run}).pl()
+
+
+def assign_scorers(texts: pl.DataFrame, plan: ScoringPlan, folds: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Add fold, model_id and role: the scorer that judges each text without having trained on it.
+
+    `folds` (image_id, fold) are the training run's own folds, twins grouped; an image it does not
+    list had no training text, so any fold is safe and `fold_of(image_id)` is used.
+    """
+    hashed = pl.Series("fold", [fold_of(i, plan.folds, plan.seed) for i in texts["image_id"].to_list()])
+    out = texts.with_columns(hashed.cast(pl.Int32))
+    if folds is not None and not folds.is_empty():
+        stored = folds.select("image_id", pl.col("fold").cast(pl.Int32).alias("_stored"))
+        out = (
+            out.join(stored, on="image_id", how="left", maintain_order="left")
+            .with_columns(pl.coalesce("_stored", "fold").alias("fold"))
+            .drop("_stored")
+        )
     full = plan.specs.get(-1)
-    out = texts.with_columns(pl.Series("fold", folds, dtype=pl.Int32))
     if full is not None:
         out = out.with_columns(
             pl.when(pl.col("trained")).then(pl.col("fold")).otherwise(-1).cast(pl.Int32).alias("fold")
@@ -767,12 +792,36 @@ def read_decisions(con, assigned: pl.DataFrame) -> pl.DataFrame:
     return assigned.join(scores, on=["text_id", "model_id"], how="inner")
 
 
-def apply_policy(decided: pl.DataFrame, policy: Policy) -> pl.DataFrame:
-    """`kept` for the given policy, from p_true, true_rank and the junk marks."""
-    kept = policy.keep(
-        decided["p_true"].to_numpy(), decided["true_rank"].to_numpy(), is_junk(decided["junk"])
+def apply_policy(decided: pl.DataFrame, policy: Policy) -> tuple[pl.DataFrame, dict]:
+    """`kept` and `reason` (why a dropped text was dropped) for the policy; and what the policy used.
+
+    In the relative policy only out-of-fold scores set the class thresholds.
+    """
+    evidence = (decided["role"] == "out-of-fold").to_numpy() if "role" in decided.columns else None
+    kept, reasons, used = decide(
+        policy,
+        wnid=decided["wnid"].to_list(),
+        p_true=decided["p_true"].to_numpy(),
+        true_rank=decided["true_rank"].to_numpy(),
+        pred_wnid=decided["pred_wnid"].to_list(),
+        pred_p=decided["pred_p"].to_numpy(),
+        junk=is_junk(decided["junk"]),
+        evidence=evidence,
     )
-    return decided.with_columns(pl.Series("kept", kept, dtype=pl.Boolean))
+    return (
+        decided.with_columns(
+            pl.Series("kept", kept, dtype=pl.Boolean), pl.Series("reason", reasons, dtype=pl.String)
+        ),
+        used,
+    )
+
+
+def reason_counts(decided: pl.DataFrame) -> dict[str, int]:
+    """Dropped texts per reason kind (`another class` without its wnid)."""
+    from tasks.policy import reason_kind
+
+    kinds = [reason_kind(r) for r in decided["reason"].to_list() if r is not None]
+    return {k: kinds.count(k) for k in sorted(set(kinds))}
 
 
 def tune_policy(
@@ -822,7 +871,7 @@ def persist_decisions(wh, decided: pl.DataFrame, plan: ScoringPlan, policy: Poli
     """One transaction: store kept/policy for this curation's rows and the curation row."""
     from warehouse.db import load_query
 
-    decisions = decided.select("text_id", "model_id", "kept").to_arrow()
+    decisions = decided.select("text_id", "model_id", "kept", "reason").to_arrow()
     counts = decided.group_by("model_id").len()
     models = pa.table(
         {
@@ -858,12 +907,17 @@ def persist_decisions(wh, decided: pl.DataFrame, plan: ScoringPlan, policy: Poli
 # -- calibration and the masked-name evaluation ------------------------------------------------
 
 
-def read_ensembles(con, ids: Sequence[str]) -> dict[str, list[float]]:
-    """Stored temperatures of ensembles (reused so a resumed run scores with the same calibration)."""
+def read_ensembles(con, ids: Sequence[str]) -> dict[str, dict]:
+    """Stored calibration of ensembles, {model_id: {temperatures, weights}} (reused so a resumed run
+    scores with the same calibration)."""
     from warehouse.db import load_query
 
     rows = con.execute(load_query("curate_ensembles"), {"ids": list(ids)}).fetchall()
-    return {model_id: list(json.loads(cal)["temperatures"]) for model_id, cal in rows}
+    out = {}
+    for model_id, cal in rows:
+        data = json.loads(cal)
+        out[model_id] = {"temperatures": list(data["temperatures"]), "weights": data.get("weights")}
+    return out
 
 
 def mask_class_names(text: str, lemmas: Sequence[str], word: str = MASK_WORD) -> str:
@@ -999,28 +1053,48 @@ def held_out_pass(
                 lp = np.concatenate([_widen(a, labels) for a in cal[kind]])
                 fitted[kind] = fit_temperature(lp, labels, cal_truth)
     result: dict = {"temperatures": fitted, "calibration_texts": len(cal_truth), "masked": []}
+    calibrated = [k for k in kinds if k in fitted and cal[k]]
+    if len(calibrated) >= 2 and cal_truth:
+        # The evidence auto and the ensemble decide by: each kind's calibrated probability of the
+        # held-out texts' classes, and the mixture weights that explain them best.
+        probs = {
+            k: _softmax(np.concatenate([_widen(a, labels) for a in cal[k]]) / fitted[k]) for k in calibrated
+        }
+        p_true = {k: summarise(probs[k], labels, cal_truth)["p_true"] for k in calibrated}
+        weights = fit_weights([p_true[k] for k in calibrated])
+        result["weights"] = dict(zip(calibrated, weights, strict=True))
+        mixed = sum(w * probs[k] for k, w in result["weights"].items())
+        evidence = {}
+        for name, pr in [*probs.items(), ("ensemble", mixed)]:
+            s = summarise(pr, labels, cal_truth)
+            top1, f1 = _top1_macro_f1(list(s["pred_wnid"]), cal_truth)
+            evidence[name] = {
+                "log_likelihood": float(np.mean(np.log(np.clip(s["p_true"], 1e-12, None)))),
+                "top1": top1,
+                "macro_f1": f1,
+                "weight": result["weights"].get(name),
+            }
+        result["evidence"] = evidence
     if masked_truth:
         variants = {}
         for kind in kinds:
             for version in ("plain", "masked"):
                 lp = np.concatenate([_widen(a, labels) for a in masked_lp[kind][version]])
                 variants[(kind, version)] = _softmax(lp)
-        if len(kinds) == 2 and all(k in fitted for k in kinds):
+        weights = result.get("weights")
+        if weights:
             for version in ("plain", "masked"):
-                variants[("ensemble", version)] = np.mean(
-                    [
-                        _softmax(np.log(np.clip(variants[(k, version)], 1e-30, None)) / fitted[k])
-                        for k in kinds
-                    ],
-                    axis=0,
+                variants[("ensemble", version)] = sum(
+                    w * _softmax(np.log(np.clip(variants[(k, version)], 1e-30, None)) / fitted[k])
+                    for k, w in weights.items()
                 )
         for kind in [*kinds, "ensemble"]:
             if (kind, "plain") not in variants:
                 continue
             row = {"scorer": kind, "texts": len(masked_truth)}
             for version in ("plain", "masked"):
-                probs = variants[(kind, version)]
-                s = summarise(probs, labels, masked_truth)
+                probs_v = variants[(kind, version)]
+                s = summarise(probs_v, labels, masked_truth)
                 top1, f1 = _top1_macro_f1(list(s["pred_wnid"]), masked_truth)
                 row[f"top1_{version}"] = top1
                 row[f"macro_f1_{version}"] = f1
@@ -1058,7 +1132,9 @@ def register_ensembles(wh, rows: list[dict]) -> int:
     return insert_arrow(wh, "curate_insert_ensembles", "new_ensembles", pa.Table.from_pylist(rows))
 
 
-def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str) -> list[dict]:
+def ensemble_rows(
+    plan: ScoringPlan, temperatures: dict[str, float], run_id: str, weights: dict[str, float] | None = None
+) -> list[dict]:
     """`ensembles` rows for the plan's ensembles (the calibration each one scores with)."""
     import datetime as dt
 
@@ -1068,6 +1144,8 @@ def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str
         if spec.kind != "ensemble":
             continue
         spec.temperatures = spec.temperatures or [temperatures.get(m.kind, 1.0) for m in spec.members]
+        if spec.weights is None and weights:
+            spec.weights = [weights.get(m.kind, 0.0) for m in spec.members]
         rows.append(
             {
                 "model_id": spec.model_id,
@@ -1077,6 +1155,7 @@ def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str
                     {
                         "method": "temperature",
                         "temperatures": spec.temperatures,
+                        "weights": spec.weights,
                         "kinds": [m.kind for m in spec.members],
                     }
                 ),
@@ -1092,21 +1171,30 @@ def ensemble_rows(plan: ScoringPlan, temperatures: dict[str, float], run_id: str
 
 
 def per_class_stats(con, decided: pl.DataFrame) -> pl.DataFrame:
-    """Per class with ingested images: images, texts, kept texts, kept ratio, images left with text."""
+    """Per class with ingested images: images, texts, kept texts, kept ratio, images left with text,
+    and the dropped texts by reason."""
+    from tasks.policy import REASON_BELOW, REASON_JUNK, REASON_NONE, REASON_OTHER
     from warehouse.db import load_query
 
     classes = con.execute(load_query("curate_class_images")).pl()
+    reason = pl.col("reason").fill_null("")
     texts = decided.group_by("wnid").agg(
         pl.len().alias("texts"),
         pl.col("kept").sum().cast(pl.Int64).alias("kept"),
         pl.col("image_id").filter(pl.col("kept")).n_unique().alias("images_with_text"),
+        (reason.str.starts_with(REASON_OTHER)).sum().cast(pl.Int64).alias("dropped_other_class"),
+        (reason == REASON_NONE).sum().cast(pl.Int64).alias("dropped_no_class"),
+        (reason == REASON_JUNK).sum().cast(pl.Int64).alias("dropped_junk"),
+        (reason == REASON_BELOW).sum().cast(pl.Int64).alias("dropped_below_threshold"),
     )
-    out = classes.join(texts, on="wnid", how="left").with_columns(
-        pl.col("texts").fill_null(0), pl.col("kept").fill_null(0), pl.col("images_with_text").fill_null(0)
-    )
+    counts = ["texts", "kept", "images_with_text", *REASON_COLUMNS]
+    out = classes.join(texts, on="wnid", how="left").with_columns(pl.col(c).fill_null(0) for c in counts)
     return out.with_columns(
         pl.when(pl.col("texts") > 0).then(pl.col("kept") / pl.col("texts")).alias("kept_ratio")
     ).sort("class_index")
+
+
+REASON_COLUMNS = ("dropped_other_class", "dropped_no_class", "dropped_junk", "dropped_below_threshold")
 
 
 # -- Prefect tasks (thin wrappers the curate flow calls) -----------------------------------------

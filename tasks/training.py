@@ -6,7 +6,7 @@ summaries, description files) are extra training examples in every fold and neve
 classes are those with at least one image text, in the standard ImageNet order. Everything is read at
 one pinned snapshot (`AT (VERSION => n)`), which each model row records.
 
-Cross-fitting. Images are split into K folds by `tasks.folds.fold_of(image_id, K, seed)`, never by
+Cross-fitting. Images are split into K folds by `tasks.folds.group_folds` (twins share a fold), never by
 text, so no image is on both sides. The model of fold k is trained on every other fold and judges
 fold k; one more model (fold -1) is trained on everything for new texts.
 
@@ -49,7 +49,7 @@ from tasks.classifier import (
     predict_logits,
 )
 from tasks.errors import InputError
-from tasks.folds import fold_of
+from tasks.folds import group_folds
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class TrainingData:
     folds: int
     seed: int
     junk_excluded: int = 0
+    image_folds: pl.DataFrame | None = None  # image_id, group, fold (twins share a group)
 
     @property
     def fingerprint(self) -> str:
@@ -114,12 +115,14 @@ def prepare_training_data(con, snapshot: int, folds: int, seed: int = 0) -> Trai
     present = set(images["wnid"].unique().to_list())
     labels = [wnid for wnid, _, _ in order if wnid in present]
     texts = texts.filter(pl.col("wnid").is_in(labels))
-    fold = [
-        -1 if origin == "class" else fold_of(image_id, folds, seed)
-        for origin, image_id in zip(texts["origin"], texts["image_id"], strict=True)
-    ]
-    texts = texts.with_columns(pl.Series("fold", fold, dtype=pl.Int32))
-    return TrainingData(texts, labels, snapshot, folds, seed, junk)
+    # Twins (one description pasted onto many images) share a fold: see tasks.folds.
+    image_folds = group_folds(texts.filter(pl.col("origin") == "image"), folds, seed)
+    texts = (
+        texts.join(image_folds.select("image_id", "fold"), on="image_id", how="left", maintain_order="left")
+        .with_columns(pl.col("fold").fill_null(-1).cast(pl.Int32))
+        .with_columns(pl.when(pl.col("origin") == "class").then(-1).otherwise(pl.col("fold")).alias("fold"))
+    )
+    return TrainingData(texts, labels, snapshot, folds, seed, junk, image_folds)
 
 
 def fold_split(
@@ -698,6 +701,16 @@ def _write_frame(wh, name: str, table, query: str) -> None:
     wh.write(write)
 
 
+def record_folds(wh, run_id: str, image_folds: pl.DataFrame | None) -> None:
+    """Store the fold of every training image of the run (curation judges each text by its fold)."""
+    if image_folds is None or image_folds.is_empty():
+        return
+    table = image_folds.select(
+        pl.lit(run_id).alias("run_id"), "image_id", pl.col("group").alias("group_key"), "fold"
+    ).to_arrow()
+    _write_frame(wh, "new_folds", table, "train_insert_folds")
+
+
 def register_models(wh, rows: list[dict]) -> None:
     """MERGE model rows into `models` (key model_id), in one snapshot."""
     import pyarrow as pa
@@ -1057,11 +1070,20 @@ def _result_from_record(record: dict) -> TrainResult:
     )
 
 
+def _finish_model_folder(model_dir: Path, row: dict) -> None:
+    """The model card, and the code that lets plain transformers load the model (see tasks.model_card)."""
+    from tasks.model_card import finish_model_folder
+
+    finish_model_folder(model_dir, row)
+
+
 def _reuse(spec: RunSpec, model_dir: Path) -> dict | None:
     record = read_complete(model_dir) if spec.resume else None
     if record is None:
         return None
     log.info("reusing the finished model %s", model_dir.name)
+    if int(os.environ.get("RANK", "0")) == 0:  # the launcher protocol: only the first process writes
+        _finish_model_folder(model_dir, record["row"])
     return {**record["row"], "run_id": spec.run_id, "created_at": _now(), "reused": True}
 
 
@@ -1142,6 +1164,7 @@ def fit_transformer_fold(
     }
     if dist.is_main:
         save_classifier(model, tokenizer, model_dir)
+        _finish_model_folder(model_dir, row)
         write_complete(
             model_dir,
             {
@@ -1153,6 +1176,34 @@ def fit_transformer_fold(
         remove_checkpoints(spec.models_dir / ".checkpoints" / model_id)
     dist.barrier()
     return row, result
+
+
+def cpu_model_row(
+    model_id: str,
+    base_model: str,
+    fold: int,
+    spec: RunSpec,
+    data: TrainingData,
+    params,
+    metrics,
+    model_dir,
+    started,
+) -> dict:
+    """The registry row of a model fitted on the CPU (the baseline and the encoder heads)."""
+    return {
+        "model_id": model_id,
+        "base_model": base_model,
+        "fold": fold,
+        "folds": spec.folds,
+        "snapshot": data.snapshot,
+        "params": params,
+        "metrics": metrics,
+        "path": str(Path(model_dir).resolve()),
+        "duration_s": round(time.perf_counter() - started, 3),
+        "device": "cpu",
+        "run_id": spec.run_id,
+        "created_at": _now(),
+    }
 
 
 def fit_baseline_fold(
@@ -1191,27 +1242,25 @@ def fit_baseline_fold(
             "eval_loss": cross_entropy(scores / model.temperature, y),
         }
     speed = scoring_speed(model.predict_proba, held_texts or train["text"].to_list())
-    row = {
-        "model_id": model_id,
-        "base_model": BASELINE_NAME,
-        "fold": fold,
-        "folds": spec.folds,
-        "snapshot": data.snapshot,
-        "params": {**params, "temperature": model.temperature},
-        "metrics": {
+    row = cpu_model_row(
+        model_id,
+        BASELINE_NAME,
+        fold,
+        spec,
+        data,
+        {**params, "temperature": model.temperature},
+        {
             **metrics,
             "train_time_s": round(train_seconds, 3),
             "texts_per_s": round(speed, 1),
             "train_samples": train.height,
             "heldout_samples": held.height,
         },
-        "path": str(model_dir.resolve()),
-        "duration_s": round(time.perf_counter() - started, 3),
-        "device": "cpu",
-        "run_id": spec.run_id,
-        "created_at": _now(),
-    }
+        model_dir,
+        started,
+    )
     save_baseline(model, model_dir, extra={"model_id": model_id})
+    _finish_model_folder(model_dir, row)
     write_complete(model_dir, {"row": {k: v for k, v in row.items() if k != "created_at"}})
     return row
 

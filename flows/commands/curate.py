@@ -11,7 +11,7 @@ from flows.commands.common import prefect_env, user_errors
 from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 # Shown in --help without importing the flow; tests check they match tasks.scoring's defaults.
-HELP_DEFAULT_MIN_P_TRUE = 0.2
+HELP_DEFAULT_MIN_P_TRUE = None
 HELP_DEFAULT_TOP_K = 0
 
 
@@ -19,6 +19,8 @@ class Scorer(str, Enum):
     auto = "auto"
     transformer = "transformer"
     baseline = "baseline"
+    frozen = "frozen"
+    similarity = "similarity"
     ensemble = "ensemble"
 
 
@@ -29,16 +31,19 @@ def curate(
         "--min-p-true",
         min=0.0,
         max=1.0,
-        help=f"keep a text when the probability of its image's class is at least P [default: {HELP_DEFAULT_MIN_P_TRUE}]",
+        help="fixed rule: keep a text when the probability of its image's class is at least P "
+        "[default: none, the relative policy: per-class thresholds from out-of-fold evidence]",
     ),
     top_k: int = typer.Option(
         None,
         "--top-k",
         min=0,
-        help=f"or when its class ranks within the scorer's top K (0 turns this off) [default: {HELP_DEFAULT_TOP_K}]",
+        help="fixed rule: keep when its class ranks within the scorer's top K (0 turns this off) "
+        f"[default: {HELP_DEFAULT_TOP_K}]",
     ),
     scorer: Scorer = typer.Option(
-        Scorer.auto, help="which models judge: auto takes the kind with the better held-out macro-F1"
+        Scorer.auto,
+        help="which models judge: auto is the ensemble of every kind trained, weighted by held-out likelihood",
     ),
     labels: Path = typer.Option(
         None, "--labels", help="JSONL of {text_id, relevant}: report precision/recall and the PR curve"
@@ -104,12 +109,30 @@ def echo_summary(summary: dict) -> None:
         f"({100 * summary['kept'] / total:.1f}% kept; {summary['scored_now']:,} newly scored)"
     )
     typer.echo(f"scorer: {summary['scorer']} ({summary['scorer_reason']})")
-    typer.echo(
-        f"policy: p_true >= {policy['min_p_true']:.4g}"
-        + (f" or rank <= {policy['top_k']}" if policy["top_k"] else "")
-        + f"; junk-marked texts need p_true >= {max(policy['min_p_true'], policy['junk_min_p_true']):.4g}"
-        + f" [{policy['threshold_source']}]"
-    )
+    if policy.get("mode") == "relative":
+        t = summary.get("thresholds") or {}
+        typer.echo(
+            f"policy: relative, per-class thresholds from out-of-fold evidence (mean {t.get('mean_threshold', 0):.3f}, "
+            f"{t.get('min_threshold', 0):.3f}-{t.get('max_threshold', 0):.3f} over {t.get('classes', 0):,} classes); "
+            f"drop when another class is confident or p_true < {policy['fit_ratio']:g} x threshold"
+            f" [{policy['threshold_source']}]"
+        )
+    else:
+        threshold = policy["min_p_true"] if policy["min_p_true"] is not None else 1.0
+        typer.echo(
+            f"policy: p_true >= {threshold:.4g}"
+            + (f" or rank <= {policy['top_k']}" if policy["top_k"] else "")
+            + f"; junk-marked texts need p_true >= {max(threshold, policy['junk_min_p_true']):.4g}"
+            + f" [{policy['threshold_source']}]"
+        )
+    reasons = summary.get("dropped_by_reason") or {}
+    if reasons:
+        typer.echo("dropped: " + ", ".join(f"{n:,} {reason}" for reason, n in reasons.items()))
+    for name, e in (summary.get("evidence") or {}).items():
+        weight = f", weight {e['weight']:.2f}" if e.get("weight") is not None else ""
+        typer.echo(
+            f"held-out evidence, {name}: mean log-likelihood {e['log_likelihood']:.3f}, top-1 {e['top1']:.3f}{weight}"
+        )
     if summary.get("labels"):
         m = summary["labels"]
         typer.echo(

@@ -10,7 +10,8 @@ from flows.commands.common import prefect_env, user_errors
 @user_errors
 def demo(
     base_model: str = typer.Option(
-        "tiny-roberta", help="classifier to fine-tune (tiny-roberta, minilm-offline, a path)"
+        "minilm-offline",
+        help="classifier to fine-tune: minilm-offline (pretrained, offline), tiny-roberta (from scratch, quick), a path",
     ),
     epochs: int = typer.Option(2, help="training epochs"),
     max_steps: int = typer.Option(None, help="cap on training steps per model (quick runs)"),

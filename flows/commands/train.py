@@ -50,9 +50,17 @@ def train(
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="continue from checkpoints and reuse finished identical models"
     ),
+    frozen_encoder: str = typer.Option(
+        "auto",
+        "--frozen-encoder",
+        metavar="NAME_OR_PATH",
+        help="sentence encoder of the frozen-encoder and class-similarity scorers: auto (offline MiniLM when "
+        "installed, else the base model if pretrained), a model name or folder, or none",
+    ),
 ) -> None:
     """Fine-tune the text→class classifier, cross-fitted by image, with a TF-IDF baseline beside it."""
     prefect_env()
+    preflight(base_model, allow_invalid)
     from prefect import tags
 
     from flows.train import FLOW_TAGS, train_flow
@@ -71,8 +79,43 @@ def train(
             allow_invalid=allow_invalid,
             baseline=baseline,
             resume=resume,
+            frozen_encoder=frozen_encoder,
         )
     echo_summary(summary)
+
+
+def preflight(base_model: str, allow_invalid: bool) -> None:
+    """Refuse a run that cannot start (an unknown base model, a closed validation gate) before Prefect starts.
+
+    The flow checks both again; checked here first, they are one line on the terminal instead of a
+    failed flow run's traceback.
+    """
+    import logging
+
+    from tasks.classifier import check_base_model
+
+    if not allow_invalid:
+        from expectations import TRAINING_SUITES
+        from expectations.gate import check_gate
+        from flows.settings import load_settings
+        from warehouse.db import Warehouse
+
+        con = Warehouse.from_settings(load_settings()).reader()
+        try:
+            check_gate(con, list(TRAINING_SUITES))
+        finally:
+            con.close()
+    # huggingface_hub logs each retry of an unreachable hub; the one line that matters is ours.
+    # (Imported first: its import sets the level of its loggers.)
+    import huggingface_hub  # noqa: F401
+
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        check_base_model(base_model)
+    finally:
+        hub_log.setLevel(level)
 
 
 def echo_summary(summary: dict) -> None:

@@ -27,7 +27,7 @@ EXAMPLE_QUERIES = [
 def run_demo(
     train_per_class: int = 24,
     val_per_class: int = 4,
-    base_model: str = "tiny-roberta",
+    base_model: str = "minilm-offline",
     epochs: int = 2,
     max_steps: int | None = None,
     export_format: str = "webdataset",

@@ -9,7 +9,8 @@
 - `flickr_getinfo.json` and `wikipedia_summaries.json`: what the stand-in servers
   (`flows.demo.servers.serve_apis(out_dir)`) answer, including a disambiguation page, a redirect
   and classes without any page;
-- `class_descriptions.json`: CuPL-style descriptions of the sample's classes;
+- `class_descriptions.json`: CuPL-style descriptions of the sample's classes (generated; the image
+  descriptions use real CuPL sentences from `cupl_sentences.json` instead, so the two never overlap);
 - `labels.jsonl`: one `{text_id, image_id, source, field, text, relevant, junk}` per image text the
   harvest will store, `text` as stored (cleaned), so later flows can measure their filtering.
 
@@ -34,6 +35,10 @@ from tasks.flickr import photo_texts
 from tasks.text import prepare_image_texts
 
 API_KEY = "demo-flickr-key-0123456789abcdef"
+# Real descriptions of the demo's classes (CuPL, MIT; see flows/demo/build_descriptions.py).
+_SENTENCES: dict[str, list[str]] = json.loads(
+    (Path(__file__).with_name("cupl_sentences.json")).read_text(encoding="utf-8")
+)["sentences"]
 
 _PLACES = ["lake", "zoo", "market", "beach", "park", "farm", "harbour", "garden", "museum", "forest"]
 _WHEN = ["last summer", "this morning", "on Sunday", "in 2008", "during our trip", "yesterday"]
@@ -129,30 +134,33 @@ class _Writer:
         return self.other_class(wnid), False
 
     def description(self, wnid: str) -> tuple[str | None, bool]:
-        row = self.classes[wnid]
-        name = self.rng.choice(_lemmas(row))
-        gloss = row["gloss"].split(";")[0]
+        """A description as Flickr users write them: mostly real sentences about the photo's class
+        (CuPL's, see `cupl_sentences.json`), sometimes about another class, holiday chatter or nothing."""
         roll = self.rng.random()
-        if roll < 0.4:
+        if roll < 0.45:
+            sentence = self.rng.choice(_SENTENCES.get(wnid) or [self.classes[wnid]["gloss"]])
             text = self.rng.choice(
                 [
-                    f"{_article(name).capitalize()} {name} I saw at the {self.rng.choice(_PLACES)} {self.rng.choice(_WHEN)}: {gloss}.",
-                    f"Close-up of {_article(name)} {name} &mdash; {gloss}.",
-                    f'<p>Spotted this <b>{name}</b> near the {self.rng.choice(_PLACES)}.</p><a href="http://www.flickr.com/photos/someone/sets/7215/">more in my set</a> &amp; {gloss}',
-                    f"{gloss.capitalize()}. Taken {self.rng.choice(_WHEN)}.",
+                    sentence,
+                    f"{sentence} Taken {self.rng.choice(_WHEN)}.",
+                    f"<p>{sentence}</p>",
+                    f'{sentence} <a href="http://www.flickr.com/photos/someone/sets/7215/">more in my set</a>',
                 ]
             )
             return text, True
         if roll < 0.55:
             return None, False
-        if roll < 0.8:
+        if roll < 0.75:
             return self.rng.choice(
                 [
                     f"{self.rng.choice(_HOLIDAY)}. <br/>Shot with my new camera &amp; lens",
                     self.rng.choice(_HOLIDAY),
                 ]
             ), False
-        return self.other_class(wnid) + ". " + self.rng.choice(_HOLIDAY), False
+        other = self.rng.choice([w for w in _SENTENCES if w != wnid] or [wnid])
+        if other == wnid:
+            return self.other_class(wnid) + ". " + self.rng.choice(_HOLIDAY), False
+        return self.rng.choice(_SENTENCES[other]), False
 
     def tags(self, wnid: str) -> tuple[list[str], bool]:
         relevant = self.rng.random() < 0.5

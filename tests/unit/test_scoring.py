@@ -184,17 +184,47 @@ def full_run(run, t_f1=0.6, b_f1=0.5, status=None, with_full=True):
     ]
 
 
-def test_auto_takes_the_better_macro_f1_and_says_why():
+def test_auto_is_the_ensemble_of_every_kind_trained_and_says_why():
     plan = scoring.plan_scoring(full_run("r1", t_f1=0.7, b_f1=0.6))
-    assert plan.scorer == "transformer" and "0.7000 > baseline 0.6000" in plan.reason
-    plan = scoring.plan_scoring(full_run("r1", t_f1=0.5, b_f1=0.9))
+    assert plan.scorer == "ensemble" and "weighted by the likelihood of held-out texts" in plan.reason
+    assert (
+        "transformer (held-out macro-F1 0.700)" in plan.reason
+        and "baseline (held-out macro-F1 0.600)" in plan.reason
+    )
+    assert [m.kind for m in plan.specs[0].members] == ["transformer", "baseline"]
+    four = full_run("r2") + [ref("r2", k, f) for k in ("frozen", "similarity") for f in (0, 1, -1)]
+    plan = scoring.plan_scoring(four)
+    assert [m.kind for m in plan.specs[1].members] == ["transformer", "baseline", "frozen", "similarity"]
+    only = [m for m in full_run("r3") if m.kind == "baseline"]
+    plan = scoring.plan_scoring(only)
     assert plan.scorer == "baseline" and plan.model_ids == [
-        "r1-baseline-0",
-        "r1-baseline-1",
-        "r1-baseline--1",
+        "r3-baseline-0",
+        "r3-baseline-1",
+        "r3-baseline--1",
     ]
-    tie = scoring.plan_scoring(full_run("r1", t_f1=0.8, b_f1=0.8))
-    assert tie.scorer == "baseline" and "tie" in tie.reason
+
+
+def test_ensemble_weights_follow_held_out_likelihood():
+    rng = np.random.default_rng(1)
+    good = rng.uniform(0.6, 0.95, 500)  # a member that gives the true classes high probability
+    poor = rng.uniform(0.01, 0.2, 500)
+    w = scoring.fit_weights([good, poor])
+    assert w[0] > 0.9 and w[1] < 0.1 and sum(w) == pytest.approx(1.0)
+    assert scoring.fit_weights([good, good]) == pytest.approx([0.5, 0.5])
+    members = [
+        type(
+            "M",
+            (),
+            {"labels": ["a", "b"], "log_proba": lambda self, t: np.log(np.array([[0.9, 0.1]] * len(t)))},
+        )(),
+        type(
+            "M",
+            (),
+            {"labels": ["a", "b"], "log_proba": lambda self, t: np.log(np.array([[0.1, 0.9]] * len(t)))},
+        )(),
+    ]
+    mixed = scoring.EnsembleScorer(members, [1.0, 1.0], [3.0, 1.0]).predict_proba(["x"])
+    assert mixed[0].tolist() == pytest.approx([0.7, 0.3], abs=1e-6)
 
 
 def test_latest_complete_finished_run_is_the_default():
@@ -207,7 +237,7 @@ def test_latest_complete_finished_run_is_the_default():
     with pytest.raises(InputError, match="imtext train"):
         scoring.plan_scoring([], "auto")
     only_transformers = [m for m in full_run("r") if m.kind == "transformer"]
-    with pytest.raises(InputError, match="transformer and baseline"):
+    with pytest.raises(InputError, match="two kinds of models"):
         scoring.plan_scoring(only_transformers, "ensemble")
     assert (
         scoring.plan_scoring(only_transformers).reason == "only transformer models were trained in this run"
@@ -283,7 +313,7 @@ def test_report_renders_and_escapes():
     )
     curve = scoring.pr_curve([0.9, 0.1], [True, False])
     html = report.curation_report_html(
-        {"run_id": "r", "policy": Policy().as_dict(), "scorer": "baseline", "labels": {"labelled": 2}},
+        {"run_id": "r", "policy": Policy(min_p_true=0.2).as_dict(), "scorer": "baseline", "labels": {"labelled": 2}},
         p_true=np.array([0.9, 0.1, 0.5]),
         kept=np.array([True, False, True]),
         per_class=per_class,
