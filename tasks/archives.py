@@ -18,6 +18,7 @@ mtime is skipped whole.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -108,35 +109,41 @@ def read_devkit_labels(path: Path) -> dict[str, str]:
 # Locating
 
 
-def _first_member(path: Path) -> tarfile.TarInfo | None:
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
+def _first_member(path: Path) -> str | None:
+    """Name of the tar's first member that is not a folder (None: it holds none).
+
+    Raises `InputError` for a file that is no plain tar at all, and `imageio.TarDamage` for a tar
+    whose headers are damaged before its first member.
+    """
+    with open(path, "rb", buffering=0) as fh:
+        first = fh.read(imageio.BLOCK)
         for prefix, kind in _COMPRESSED.items():
-            if magic.startswith(prefix):
+            if first.startswith(prefix):
                 raise InputError(
                     f"{path}: a {kind}-compressed tar; ILSVRC tars are plain, unpack the outer layer first"
                 )
-        fh.seek(0)
-        try:
-            with tarfile.open(fileobj=fh, mode="r:") as tf:
-                for info in tf:
-                    if not info.isdir():
-                        return info
-        except tarfile.TarError as exc:
-            raise InputError(f"{path}: not a readable tar ({exc})") from None
+        if first.strip(b"\0") and not imageio.is_tar_header(first):
+            raise InputError(f"{path}: not a readable tar (no tar header at its start)")
+        for ref in imageio.iter_members(fh, 0, os.fstat(fh.fileno()).st_size):
+            if ref.kind != "dir":
+                return ref.name
     return None
 
 
 def tar_kind(path: Path) -> str:
-    """'class-tars' (outer train tar), 'class-tar' (one <wnid>.tar) or 'images' (a flat tar: val)."""
+    """'class-tars' (outer train tar), 'class-tar' (one <wnid>.tar), 'images' (a flat tar: val), or
+    'damaged' (headers damaged before the first member: quarantined whole by `scan_tar`)."""
     from warehouse.catalog import wnid_set
 
     if path.name[: -len(".tar")] in wnid_set():
         return "class-tar"
-    first = _first_member(path)
+    try:
+        first = _first_member(path)
+    except imageio.TarDamage:
+        return "damaged"
     if first is None:
         raise InputError(f"{path}: the tar holds no files")
-    return "class-tars" if first.name.endswith(".tar") else "images"
+    return "class-tars" if first.endswith(".tar") else "images"
 
 
 def _shard_split(path: Path) -> str | None:
@@ -193,7 +200,7 @@ def locate_archives(root: Path, files: list[Path], split: str, labels_path: Path
     for tar in files:
         kind = tar_kind(tar)
         tar_split = "val" if kind == "images" else "train"
-        if split not in ("auto", tar_split):
+        if kind != "damaged" and split not in ("auto", tar_split):
             if tar == root:
                 what = "a flat tar of images (val)" if kind == "images" else "a train tar"
                 raise InputError(f"{tar}: {what}, not --split {split}")
@@ -237,6 +244,15 @@ def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
     st = path.stat()
     kind = tar_kind(path)
     archive = Archive(str(path), kind, "val" if kind == "images" else "train", st.st_size, st.st_mtime)
+    if kind == "damaged":  # unreadable before its first member: which split it holds is unknown
+        archive.split = "unknown"
+        try:
+            _first_member(path)
+        except imageio.TarDamage as exc:
+            archive.rejects.append(
+                imageio.reject_record(str(path), exc.reason, str(exc), st.st_size, st.st_mtime)
+            )
+        return archive
     if kind == "class-tar":
         archive.entries.append((path.name, 0, st.st_size, path.name[: -len(".tar")]))
         return archive
@@ -279,7 +295,9 @@ def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
                     )
         except (tarfile.TarError, OSError, EOFError) as exc:
             after = f" ({len(archive.entries)} members read before it)" if archive.entries else ""
-            archive.rejects.append(imageio.reject_record(str(path), imageio.DAMAGED_ARCHIVE, f"{exc}{after}"))
+            archive.rejects.append(
+                imageio.reject_record(str(path), imageio.archive_reason(exc), f"{exc}{after}")
+            )
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad[0]}: not an ImageNet-1k class tar (expected <wnid>.tar){more}")

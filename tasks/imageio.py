@@ -18,7 +18,9 @@ import errno
 import functools
 import hashlib
 import io
+import math
 import os
+import re
 import tarfile
 import warnings
 from collections.abc import Iterator
@@ -42,6 +44,7 @@ NO_LABEL = "no-label"
 DUPLICATE = "duplicate-image-id"
 UNREADABLE = "unreadable"
 DAMAGED_ARCHIVE = "damaged-archive"
+TRUNCATED_ARCHIVE = "truncated-archive"
 UNSAFE_MEMBER = "unsafe-member"
 BAD_LABEL = "bad-label"
 
@@ -70,6 +73,22 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class TarDamage(tarfile.ReadError):
+    """A tar that cannot be walked past `offset`; `reason` is `TRUNCATED_ARCHIVE` or `DAMAGED_ARCHIVE`."""
+
+    def __init__(self, message: str, offset: int = 0, reason: str = DAMAGED_ARCHIVE):
+        super().__init__(message)
+        self.offset = offset
+        self.reason = reason
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.offset, self.reason)
+
+    @classmethod
+    def truncated(cls, message: str, offset: int) -> TarDamage:
+        return cls(f"truncated archive: {message}", offset, TRUNCATED_ARCHIVE)
 
 
 @dataclass(frozen=True)
@@ -216,7 +235,10 @@ class MemberRef(NamedTuple):
 # Tar header type flags (POSIX ustar, GNU and pax).
 _KINDS = {b"0": "file", b"\0": "file", b"7": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink"}
 _KINDS.update({flag: "device" for flag in (b"3", b"4", b"6")})
-_BLOCK = 512
+_BLOCK = BLOCK = 512
+_OCTAL = re.compile(rb"[0-7]+")
+# GNU long names and pax headers are a few hundred bytes; a larger one is damage, not a name to read.
+_MAX_EXTENDED = 1 << 20
 
 
 def _number(field: bytes) -> int:
@@ -224,70 +246,127 @@ def _number(field: bytes) -> int:
     if field[:1] and field[0] & 0x80:
         return int.from_bytes(field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    if not text:
+        return 0
+    if not _OCTAL.fullmatch(text):  # int(..., 8) would take '-7', '+7', '0o7' and '1_0'
+        raise ValueError(f"{_shown(text)} is not an octal number")
+    return int(text, 8)
 
 
 def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+def _shown(value: bytes | str, limit: int = 60) -> str:
+    """A header value for a message: repr, cut short (names in a damaged header may be any length)."""
+    text = repr(value[:limit])
+    return text + "..." if len(value) > limit else text
+
+
 def _pax(data: bytes) -> dict[str, str]:
-    """Records of a pax extended header: '<len> <key>=<value>\\n'."""
-    out, pos = {}, 0
-    while pos < len(data):
-        space = data.index(b" ", pos)
-        size = int(data[pos:space])
-        key, _, value = data[space + 1 : pos + size - 1].partition(b"=")
-        out[key.decode()] = value.decode("utf-8", "surrogateescape")
-        pos += size
+    """Records of a pax extended header: '<len> <key>=<value>\\n'; raises ValueError on a bad record.
+
+    Each record's length counts its own digits, space and newline, so a valid one always moves
+    forward; zero, negative, short or overlong lengths are damage, never a reason to loop.
+    """
+    out, pos, end = {}, 0, len(data)
+    while pos < end:
+        if not data[pos:].strip(b"\0"):  # NUL padding after the last record
+            break
+        space = data.find(b" ", pos, pos + 21)
+        digits = data[pos:space] if space > pos else b""
+        if not digits.isdigit():
+            raise ValueError(f"pax record at byte {pos} does not start with its length")
+        size = int(digits)
+        stop = pos + size
+        # the shortest record is '<len> k=\n': digits, space, one key byte, '=', newline
+        if size < len(digits) + 4 or stop > end or data[stop - 1 : stop] != b"\n":
+            raise ValueError(f"pax record at byte {pos} has a bad length ({size})")
+        key, equals, value = data[space + 1 : stop - 1].partition(b"=")
+        if not equals or not key:
+            raise ValueError(f"pax record at byte {pos} has no 'key=value'")
+        out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        pos = stop
     return out
+
+
+def _pax_size(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"pax size {_shown(value)} is not a whole number of bytes")
+    return int(value)
+
+
+def _pax_mtime(value: str) -> float:
+    mtime = float(value)
+    if not math.isfinite(mtime):
+        raise ValueError(f"pax mtime {_shown(value)} is not a time")
+    return mtime
+
+
+def is_tar_header(block: bytes) -> bool:
+    """Whether a 512-byte block is a tar header (its checksum matches)."""
+    if len(block) < _BLOCK:
+        return False
+    try:
+        stored = _number(block[148:156])
+    except ValueError:
+        return False
+    return stored == sum(block) - sum(block[148:156]) + 256  # the checksum field counts as spaces
 
 
 def iter_members(fh, start: int, length: int) -> Iterator[MemberRef]:
     """Headers of a tar stored at [start, start+length) of `fh`, without reading member data.
 
     A lean reader of ustar/GNU/pax headers (Python's tarfile costs several times more per member,
-    and ends silently at a damaged header): raises `tarfile.ReadError` at a bad checksum, a member
-    running past the end, or data after the end-of-archive blocks.
+    and ends silently at a damaged header). Every header moves the walk forward by at least one
+    block, so damage ends it rather than looping: raises `TarDamage` at a bad checksum, a
+    malformed number or pax record, or data after the end-of-archive blocks, and (with reason
+    `TRUNCATED_ARCHIVE`) at a member or header running past the end or a missing end-of-archive block.
     """
     fd = fh.fileno()
     pos, last = 0, None
     pending: dict[str, str] = {}  # long name / pax values for the next member
-    while pos + _BLOCK <= length:
+
+    def where() -> str:
+        return f" after member {_shown(last)}" if last else ""
+
+    while True:
+        if pos + _BLOCK > length:
+            cut = "inside a header" if pos < length else "without its end-of-archive blocks"
+            raise TarDamage.truncated(f"it ends {cut} (offset {pos}){where()}", pos)
         header = os.pread(fd, _BLOCK, start + pos)
         if len(header) < _BLOCK:
-            break
+            raise TarDamage.truncated(f"the file ends at offset {pos}{where()}", pos)
         if not header.strip(b"\0"):  # end-of-archive: the rest must be zero padding
             rest = os.pread(fd, min(length - pos, 1 << 16), start + pos)
             if rest.strip(b"\0"):
-                after = f"after member {last!r}" if last else "at its start"
-                raise tarfile.ReadError(f"unreadable data {after} (offset {pos})")
+                after = f"after member {_shown(last)}" if last else "at its start"
+                raise TarDamage(f"unreadable data {after} (offset {pos})", pos)
             return
-        try:
-            stored = _number(header[148:156])
-        except ValueError:
-            stored = -1
-        if stored != sum(header) - sum(header[148:156]) + 256:  # the checksum field counts as spaces
-            after = f" after member {last!r}" if last else ""
-            raise tarfile.ReadError(f"invalid tar header at offset {pos}{after}")
+        if not is_tar_header(header):
+            raise TarDamage(f"invalid tar header at offset {pos}{where()}", pos)
         flag = header[156:157]
         data_at = pos + _BLOCK
         try:
-            size = (
-                int(pending.get("size", _number(header[124:136])))
-                if flag not in b"LKxg"
-                else _number(header[124:136])
-            )
-            mtime = float(pending.get("mtime", _number(header[136:148])))
-            extended = os.pread(fd, size, start + data_at) if flag in (b"L", b"K", b"x") else b""
-            values = _pax(extended) if flag == b"x" else {}
-        except ValueError as exc:
-            raise tarfile.ReadError(f"malformed tar header at offset {pos}: {exc}") from None
-        if data_at + size > length:
-            raise tarfile.ReadError(f"member {_text(header[:100])!r} runs past the end of the archive")
+            extended = flag in (b"L", b"K", b"x", b"g")
+            size = _number(header[124:136])
+            if not extended and "size" in pending:
+                size = _pax_size(pending["size"])
+            mtime = _pax_mtime(pending["mtime"]) if "mtime" in pending else float(_number(header[136:148]))
+            if data_at + size > length:
+                name = _shown(pending.get("path") or _text(header[:100]))
+                raise TarDamage.truncated(f"member {name} runs past its end", pos)
+            if extended and size > _MAX_EXTENDED:
+                raise ValueError(f"an extended header of {size} bytes")
+            data = os.pread(fd, size, start + data_at) if flag in (b"L", b"K", b"x") else b""
+            if flag in (b"L", b"K", b"x") and len(data) < size:
+                raise TarDamage.truncated(f"the file ends inside a header{where()}", pos)
+            values = _pax(data) if flag == b"x" else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise TarDamage(f"malformed tar header at offset {pos}{where()}: {exc}", pos) from None
         pos = data_at + -(-size // _BLOCK) * _BLOCK
         if flag in (b"L", b"K"):  # GNU long name / long link name of the next member
-            pending["path" if flag == b"L" else "linkpath"] = _text(extended)
+            pending["path" if flag == b"L" else "linkpath"] = _text(data)
             continue
         if flag in (b"x", b"g"):  # pax extended header (per member) / global (ignored)
             pending.update(values)
@@ -351,8 +430,13 @@ def probe_inner_tar(
                 out.append(probe_record(data, path, image_id, wnid, split, ref.mtime))
     except (tarfile.TarError, OSError, EOFError) as exc:
         done = f" ({len(out)} members read before it)" if out else ""
-        out.append(reject_record(prefix, DAMAGED_ARCHIVE, f"{exc}{done}", size, None))
+        out.append(reject_record(prefix, archive_reason(exc), f"{exc}{done}", size, None))
     return out, skipped
+
+
+def archive_reason(exc: BaseException) -> str:
+    """The quarantine reason of an error that ended a tar walk: truncated or otherwise damaged."""
+    return getattr(exc, "reason", DAMAGED_ARCHIVE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,9 +491,19 @@ def _stamp(path: str) -> tuple[str, int, float]:
 
 @functools.lru_cache(maxsize=64)
 def _tar_index(archive: str, size: int, mtime: float, start: int, length: int) -> dict[str, MemberRef]:
-    """Member name → reference for one tar inside `archive` (cached per archive version)."""
+    """Member name → reference for one tar inside `archive` (cached per archive version).
+
+    A damaged tar indexes the members before the damage: ingestion kept those, so they stay readable.
+    """
+    index: dict[str, MemberRef] = {}
     with open(archive, "rb", buffering=0) as fh:
-        return {ref.name: ref for ref in iter_members(fh, start, length) if ref.kind in ("file",)}
+        try:
+            for ref in iter_members(fh, start, length):
+                if ref.kind == "file":
+                    index[ref.name] = ref
+        except tarfile.TarError:
+            pass
+    return index
 
 
 @functools.lru_cache(maxsize=8)

@@ -89,7 +89,7 @@ def test_damaged_class_tar_and_unsafe_members_do_not_stop_the_run(tmp_path, monk
         tf.addfile(sym)
     summary, con = ingest_into(tmp_path / "home", monkeypatch, train)
     reasons = dict(con.execute("SELECT path, reason FROM quarantine").fetchall())
-    assert reasons[f"{train}::n01443537.tar"] == "damaged-archive"
+    assert reasons[f"{train}::n01443537.tar"] == "truncated-archive"
     assert not any("n01443537.tar::" in p for p in reasons)  # nothing read past the damage
     assert reasons[f"{train}::../../evil.tar"] == "unsafe-member"
     assert reasons[f"{train}::n01484850.tar.link"] == "unsafe-member"

@@ -86,7 +86,7 @@ def test_a_damaged_tar_keeps_what_came_before_and_quarantines_the_rest(tmp_path)
 
     cut = good[: second + 700]  # the archive ends inside the second member's data
     got = probe_tar(cut, tmp_path)
-    assert got[f"{WNID}_1.JPEG"] == (None, None) and got["<tar>"][0] == imageio.DAMAGED_ARCHIVE
+    assert got[f"{WNID}_1.JPEG"] == (None, None) and got["<tar>"][0] == imageio.TRUNCATED_ARCHIVE
 
 
 def test_read_image_bytes_opens_nested_tar_members_and_parquet_rows(tmp_path):
