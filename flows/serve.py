@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.deployments import PREFECT_FILE, Registered
+from flows.prefect_api import prefect_home, remove_serve_file, write_serve_file
 from tasks.errors import InputError
 
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -269,6 +270,8 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> int:
                 options.startup_timeout_s,
                 _auth_headers(env),
             )
+            if options.server:  # later imtext commands in this PREFECT_HOME record their runs here
+                write_serve_file(prefect_home(env), env["PREFECT_API_URL"])
             registered = _register(options, env)
             for name, deployment_id in sorted(registered.deployments.items()):
                 echo(f"  deployment {name}  ({deployment_id})")
@@ -315,6 +318,7 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> int:
             # A second Ctrl-C, or the group-wide SIGTERM of `timeout`, must not cut the stop short
             # and leave children running: the stop is bounded in time anyway.
             with _signals_ignored():
+                remove_serve_file(prefect_home(env))
                 for child in reversed(children):
                     child.stop()
     return code

@@ -13,13 +13,26 @@ import typer
 F = TypeVar("F", bound=Callable)
 
 
-def prefect_env() -> None:
-    """Offline-friendly Prefect defaults, set before Prefect is first imported."""
+def prefect_env(api: bool = True) -> None:
+    """Offline-friendly Prefect defaults, set before Prefect is first imported.
+
+    With `api`, also the Prefect API the command's runs are recorded on: PREFECT_API_URL or a
+    running `imtext serve` when one answers, else a local server started now, while Prefect and
+    the flow libraries are imported (see flows/prefect_api.py).
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # The ephemeral API server can take a while to come up on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if api:
+        from flows.prefect_api import ensure_api
+
+        ensure_api(preload=PRELOAD)
+
+
+# What every flow command imports anyway: imported while a local Prefect server starts.
+PRELOAD = ("prefect", "prefect.flow_engine", "prefect.task_engine", "polars", "duckdb", "pyarrow")
 
 
 def user_errors(fn: F) -> F:

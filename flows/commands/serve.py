@@ -33,7 +33,7 @@ def serve(
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     # The CLI quietens Prefect's logging; flow runs should log at INFO for the UI unless told otherwise.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    prefect_env()
+    prefect_env(api=False)
 
     from flows.deployments import PREFECT_FILE
     from flows.serve import ServeOptions
