@@ -11,9 +11,13 @@ Two heads exist. "cls" is the architecture's own sequence-classification head
 (`AutoModelForSequenceClassification`, first-token pooling), right for models pretrained that way.
 "mean" averages the encoder's token states under the attention mask before a linear layer: a
 RoBERTa trained from scratch stays at chance with first-token pooling but learns with mean pooling,
-and sentence-transformers checkpoints (MiniLM) were trained for mean pooling. A mean-pooled model is
-saved as a regular `save_pretrained` folder whose config carries `imtext_pooling = "mean"`;
-`load_classifier` rebuilds the right class from that.
+and sentence-transformers checkpoints (MiniLM) were trained for mean pooling. transformers has no
+BERT-family head that pools by the mean, so that head lives in `tasks/modeling_mean_pooled.py`, a
+module that imports nothing from imtext: `save_pretrained` copies it beside the weights and names it in
+`config.json`'s `auto_map` (model type `mean-pooled-<encoder>`), so any process loads a saved model
+with `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` or
+`pipeline("text-classification", model=folder, trust_remote_code=True)`. A first-token model is a
+stock transformers classifier and needs no flag. In both, `config.id2label` maps outputs to wnids.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ import torch
 from torch import nn
 
 from tasks.errors import InputError
+
+# The mean-pooled head lives in a self-contained module that `save_pretrained` copies beside the weights.
+from tasks.modeling_mean_pooled import MODEL_TYPE_PREFIX, mean_pooled_classes, mean_pooled_config
+from tasks.modeling_mean_pooled import mean_pool as mean_pool  # re-exported: tasks.encoders uses it
 
 log = logging.getLogger(__name__)
 
@@ -108,68 +116,18 @@ def _quiet_transformers():
 # -- the mean-pooled head ----------------------------------------------------------------------
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average of token states where the mask is 1."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
-_MEAN_POOL_CLASSES: dict[type, type] = {}
-
-
 def mean_pool_class(config) -> type:
-    """A `PreTrainedModel` class for this config's architecture with a mean-pooled linear head.
+    """The `PreTrainedModel` class with a mean-pooled linear head for this config's encoder.
 
-    It subclasses the architecture's own pretrained base class (so weight initialisation, the
-    checkpoint key prefix and `from_pretrained`/`save_pretrained` behave as for the stock heads) and
-    keeps the encoder under the usual attribute (`roberta`, `bert`, ...), so a base checkpoint's
-    weights load into it directly.
+    It subclasses the encoder's own pretrained base class (so weight initialisation, the checkpoint
+    key prefix and `from_pretrained`/`save_pretrained` behave as for the stock heads) and keeps the
+    encoder under the usual attribute (`roberta`, `bert`, ...), so a base checkpoint's weights load
+    into it directly. Its config class is `mean_pooled_config(config)`'s.
     """
-    from transformers import MODEL_MAPPING
-
     try:
-        encoder_cls = MODEL_MAPPING[type(config)]
-    except KeyError:
-        raise InputError(f"no encoder model is known for config type {type(config).__name__}") from None
-    if encoder_cls in _MEAN_POOL_CLASSES:
-        return _MEAN_POOL_CLASSES[encoder_cls]
-    pretrained_base = next(
-        c for c in encoder_cls.__mro__[1:] if getattr(c, "base_model_prefix", "") and c.__name__ != "object"
-    )
-    prefix = pretrained_base.base_model_prefix
-    takes_pooling_flag = "add_pooling_layer" in encoder_cls.__init__.__code__.co_varnames
-
-    def __init__(self, config):
-        pretrained_base.__init__(self, config)
-        self.num_labels = config.num_labels
-        encoder = encoder_cls(config, add_pooling_layer=False) if takes_pooling_flag else encoder_cls(config)
-        setattr(self, prefix, encoder)
-        dropout = getattr(config, "classifier_dropout", None)
-        if dropout is None:
-            dropout = getattr(config, "hidden_dropout_prob", 0.1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        kwargs.pop("return_dict", None)
-        out = getattr(self, prefix)(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        pooled = mean_pool(out.last_hidden_state, attention_mask)
-        logits = self.classifier(self.dropout(pooled))
-        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-    cls = type(
-        f"MeanPooled{encoder_cls.__name__.removesuffix('Model')}ForSequenceClassification",
-        (pretrained_base,),
-        {"__init__": __init__, "forward": forward, "__module__": __name__},
-    )
-    _MEAN_POOL_CLASSES[encoder_cls] = cls
-    return cls
+        return mean_pooled_classes(config.model_type)[1]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
@@ -297,6 +255,8 @@ def build_classifier(
             **maps,
         )
         pooling = "mean" if pooling == "auto" else pooling
+        if pooling == "mean":
+            config = mean_pooled_config(config)
         config.imtext_pooling = pooling
         config.imtext_base_model = TINY_ROBERTA
         config.imtext_max_length = max_length
@@ -317,11 +277,15 @@ def build_classifier(
         raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
     if pooling == "auto":
         pooling = "mean" if _is_mean_pooled_sentence_model(Path(source)) else "cls"
+    if pooling == "mean":
+        config = _mean_pooled_config(config)
     config.imtext_pooling = pooling
     config.imtext_base_model = base_model
     config.imtext_max_length = max_length
     if config.pad_token_id is None and tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id
+    # Saved with the model: `pipeline(..., truncation=True)` then cuts texts where training did.
+    tokenizer.model_max_length = max_length
     torch.manual_seed(seed)
     try:
         with _quiet_transformers():
@@ -337,8 +301,19 @@ def build_classifier(
 # -- saving and loading ------------------------------------------------------------------------
 
 
+def _mean_pooled_config(config):
+    try:
+        return mean_pooled_config(config)
+    except ValueError as exc:
+        raise InputError(f"mean pooling: {exc}") from None
+
+
 def save_classifier(model, tokenizer, path: str | Path) -> Path:
-    """`save_pretrained` of the model and its tokenizer into `path` (created)."""
+    """`save_pretrained` of the model and its tokenizer into `path` (created).
+
+    A mean-pooled model's folder also gets `modeling_mean_pooled.py` and an `auto_map` naming it, so
+    `AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)` loads it anywhere.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
@@ -359,9 +334,15 @@ def load_classifier(path: str | Path, device: str | torch.device | None = None):
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no saved classifier at {path} (config.json missing)")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
     with _quiet_transformers():
-        config = AutoConfig.from_pretrained(path)
-        if getattr(config, "imtext_pooling", "cls") == "mean":
+        if model_type.startswith(MODEL_TYPE_PREFIX):
+            config_cls, model_cls = mean_pooled_classes(model_type)
+            config = config_cls.from_pretrained(path)
+            model = model_cls.from_pretrained(path, config=config)
+        elif getattr(config := AutoConfig.from_pretrained(path), "imtext_pooling", "cls") == "mean":
+            # saved before the mean-pooled head had its own model type: same weights, stock config
+            config = mean_pooled_config(config)
             model = mean_pool_class(config).from_pretrained(path, config=config)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
@@ -370,6 +351,18 @@ def load_classifier(path: str | Path, device: str | torch.device | None = None):
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def make_portable(path: str | Path) -> bool:
+    """Re-save a mean-pooled model that an older imtext saved with a stock model type (so that plain
+    transformers loaded it with a random head) in today's self-contained form; True when it did."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    if config.get("imtext_pooling") != "mean" or config.get("model_type", "").startswith(MODEL_TYPE_PREFIX):
+        return False
+    model, tokenizer = load_classifier(path)
+    save_classifier(model, tokenizer, path)
+    return True
 
 
 def labels_of(model) -> list[str]:
