@@ -125,14 +125,16 @@ def probe_bytes(data: bytes) -> Header:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 header = Header(im.format or "", im.width, im.height, im.mode)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise Rejected(BOMB, str(exc)) from None
+    # Details are our own words, never the file's bytes or a parser's message (which may quote
+    # them): a path that links to /etc/passwd must not put its first line in the quarantine table.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Rejected(BOMB, f"the header claims more than {Image.MAX_IMAGE_PIXELS} pixels") from None
     except UnidentifiedImageError:
         if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n":
             raise Rejected(TRUNCATED, "the image header is cut short or damaged") from None
-        raise Rejected(NOT_AN_IMAGE, f"no known image format (starts with {data[:8]!r})") from None
+        raise Rejected(NOT_AN_IMAGE, "no known image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise Rejected(TRUNCATED, f"cannot read the image header: {exc}") from None
+        raise Rejected(TRUNCATED, f"cannot read the image header ({type(exc).__name__})") from None
     if not _looks_complete(data, header.format):
         raise Rejected(TRUNCATED, f"the {header.format} data stops before its end marker")
     return header
@@ -214,7 +216,7 @@ def member_name(name: str) -> str:
 def unsafe_reason(name: str, kind: str, linkname: str = "") -> str | None:
     """Why a tar member must never be used (links, devices, names escaping a folder), or None."""
     if kind in ("symlink", "hardlink"):
-        return f"link member ({'symbolic' if kind == 'symlink' else 'hard'} link to {linkname!r})"
+        return f"link member ({'symbolic' if kind == 'symlink' else 'hard'} link to {_shown(linkname, 200)})"
     if kind == "device":
         return "device or pipe member"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -249,7 +251,7 @@ def _number(field: bytes) -> int:
     if not text:
         return 0
     if not _OCTAL.fullmatch(text):  # int(..., 8) would take '-7', '+7', '0o7' and '1_0'
-        raise ValueError(f"{_shown(text)} is not an octal number")
+        raise ValueError("a numeric field is not an octal number")
     return int(text, 8)
 
 
@@ -285,21 +287,24 @@ def _pax(data: bytes) -> dict[str, str]:
         key, equals, value = data[space + 1 : stop - 1].partition(b"=")
         if not equals or not key:
             raise ValueError(f"pax record at byte {pos} has no 'key=value'")
-        out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        try:
+            out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        except UnicodeDecodeError:
+            raise ValueError(f"pax record at byte {pos} has a key that is not UTF-8") from None
         pos = stop
     return out
 
 
 def _pax_size(value: str) -> int:
     if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"pax size {_shown(value)} is not a whole number of bytes")
+        raise ValueError("a pax size is not a whole number of bytes")
     return int(value)
 
 
 def _pax_mtime(value: str) -> float:
     mtime = float(value)
     if not math.isfinite(mtime):
-        raise ValueError(f"pax mtime {_shown(value)} is not a time")
+        raise ValueError("a pax mtime is not a time")
     return mtime
 
 
@@ -362,7 +367,7 @@ def iter_members(fh, start: int, length: int) -> Iterator[MemberRef]:
             if flag in (b"L", b"K", b"x") and len(data) < size:
                 raise TarDamage.truncated(f"the file ends inside a header{where()}", pos)
             values = _pax(data) if flag == b"x" else {}
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             raise TarDamage(f"malformed tar header at offset {pos}{where()}: {exc}", pos) from None
         pos = data_at + -(-size // _BLOCK) * _BLOCK
         if flag in (b"L", b"K"):  # GNU long name / long link name of the next member
