@@ -1,9 +1,12 @@
 """Text cleaning, junk marking, stable text ids, and the batched warehouse writes of harvested texts.
 
 Cleaning keeps the raw text beside the cleaned one and runs vectorised over polars Series:
-1. HTML tags removed (`<a href=...>`, `<br/>`, comments), then HTML entities decoded (`&amp;` -> `&`);
-2. Unicode normalised to NFKC, control and zero-width characters removed;
-3. whitespace collapsed and trimmed;
+1. Unicode normalised to NFKC (fullwidth `＜` becomes `<` here, before markup is looked for);
+2. HTML removed: tags (`<a href=...>`, `<br/>`), comments, and `<script>`/`<style>` with their content;
+   then, in texts that hold a `&` or what may still be a tag, entities decoded (`&amp;` -> `&`) and
+   markup stripped again, over and over until the text no longer changes, so encoded markup
+   (`&lt;script&gt;`, double-encoded `&amp;lt;script&amp;gt;`) never becomes live markup;
+3. control and zero-width characters removed, whitespace collapsed and trimmed;
 4. texts longer than `MAX_TEXT_CHARS` cut at the last word boundary before the limit;
 5. texts empty after all this dropped, and duplicates per image (case-insensitive) dropped,
    keeping the first field in the order the caller gives (title, description, tags, ...).
@@ -17,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import html
+import re
+import unicodedata
 
 import polars as pl
 
@@ -27,6 +32,13 @@ FIELD_ORDER = ("title", "description", "tags", "comment", "keywords", "caption")
 
 _TAG = r"<!--.*?-->|</?[A-Za-z][^<>]*>"
 _BLOCK_TAG = r"(?i)<(?:br|p|/p|div|/div|li|/li|tr|/tr|td|/td|h\d|/h\d)\b[^<>]*>"
+_SCRIPT = r"(?is)<(?:script|style)\b[^<>]*>.*?</(?:script|style)\s*>"
+# (pattern, replacement) in the order they apply; block tags and scripts leave a space between words.
+_MARKUP = ((_SCRIPT, " "), (_BLOCK_TAG, " "), (_TAG, ""))
+_MARKUP_RE = tuple((re.compile(pattern), repl) for pattern, repl in _MARKUP)
+# What a further decode-and-strip pass may change: an entity, or a '<' that may open a tag.
+_UNSETTLED = r"&|<[A-Za-z!/]"
+_MAX_PASSES = 32
 _CONTROL = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u2060\ufeff]"
 
 _CAMERA_PREFIX = (
@@ -98,17 +110,49 @@ def decode_bytes(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+def _strip_markup(text: str) -> str:
+    """Tags, comments and scripts removed, again until none is left (`<<b>i>` hides a tag)."""
+    for _ in range(_MAX_PASSES):
+        if "<" not in text:
+            return text
+        stripped = text
+        for pattern, repl in _MARKUP_RE:
+            stripped = pattern.sub(repl, stripped)
+        if stripped == text:
+            return text
+        text = stripped
+    return text.replace("<", " ").replace(">", " ")
+
+
+def settle_markup(text: str) -> str:
+    """Decode entities, normalise (NFKC) and strip markup until the text no longer changes.
+
+    Decoding after stripping is what turned `&lt;script&gt;` into a live `<script>`; here decoding
+    is always followed by stripping, and repeated, so no depth of encoding brings markup back. Each
+    pass that changes the text shortens it; texts nested deeper than `_MAX_PASSES` lose every `<`
+    and `>`, so even then nothing that a browser would read as a tag remains.
+    """
+    for _ in range(_MAX_PASSES):
+        decoded = unicodedata.normalize("NFKC", html.unescape(text)) if "&" in text else text
+        settled = _strip_markup(decoded)
+        if settled == text:
+            return text
+        text = settled
+    return text.replace("<", " ").replace(">", " ")
+
+
 def clean_series(raw: pl.Series) -> pl.Series:
     """Cleaned texts (see the module docstring); null where nothing meaningful is left."""
-    s = raw.cast(pl.String)
-    s = s.str.replace_all(_BLOCK_TAG, " ").str.replace_all(_TAG, "")
-    # Entities need Python's table of HTML5 names; only the few texts with a '&' pay for it.
-    has_entity = s.str.contains("&", literal=True).fill_null(False)
-    if has_entity.any():
-        idx = has_entity.arg_true()
-        decoded = pl.Series([html.unescape(v) for v in s.gather(idx).to_list()], dtype=pl.String)
-        s = s.scatter(idx, decoded)
-    s = s.str.normalize("NFKC")
+    s = raw.cast(pl.String).str.normalize("NFKC")
+    for pattern, repl in _MARKUP:
+        s = s.str.replace_all(pattern, repl)
+    # Entities need Python's table of HTML5 names; only the few texts with a '&' (or a '<' that may
+    # still open a tag) pay for it.
+    unsettled = s.str.contains(_UNSETTLED).fill_null(False)
+    if unsettled.any():
+        idx = unsettled.arg_true()
+        settled = pl.Series([settle_markup(v) for v in s.gather(idx).to_list()], dtype=pl.String)
+        s = s.scatter(idx, settled)
     s = s.str.replace_all(_CONTROL, " ").str.replace_all(r"\s+", " ").str.strip_chars()
     too_long = s.str.len_chars() > MAX_TEXT_CHARS
     if too_long.fill_null(False).any():
