@@ -235,13 +235,42 @@ def decisions_row(summary: dict) -> dict:
     }
 
 
+REASON_COLUMNS = ("dropped_other_class", "dropped_no_class", "dropped_junk", "dropped_below_threshold")
+
+
 def lowest_kept(per_class: pl.DataFrame) -> pl.DataFrame:
-    """Classes with texts, lowest kept ratio first."""
+    """Classes with texts, lowest kept ratio first, with why their texts were dropped."""
+    reasons = [c for c in REASON_COLUMNS if c in per_class.columns]
     return (
         per_class.filter(pl.col("texts") > 0)
         .sort(["kept_ratio", "class_index"])
-        .select("wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text")
+        .select("wnid", "name", "images", "texts", "kept", "kept_ratio", "images_with_text", *reasons)
     )
+
+
+def policy_note(policy: dict) -> str:
+    """One sentence on how the policy decides."""
+    if policy.get("mode") == "relative":
+        return (
+            "Relative policy: each class's threshold is the mean out-of-fold probability of the texts labelled "
+            f"with it (shrunk towards the overall mean by {policy.get('prior_texts')} texts). A text is dropped "
+            "as junk when marked junk and below max(threshold, junk_min_p_true); as another class when the "
+            "scorer's preferred class is another one that reaches its own threshold while the text's class "
+            f"does not; as fitting no class when p_true < {policy.get('fit_ratio')} × its class's threshold."
+        )
+    return (
+        "Keep a text when p_true ≥ min_p_true or true_rank ≤ top_k (0: off); a junk-marked text needs "
+        "p_true ≥ max(min_p_true, junk_min_p_true)."
+    )
+
+
+def reason_rows(summary: dict) -> list[dict]:
+    """Dropped texts per reason, and the held-out evidence the scorer choice rests on."""
+    return [{"reason": k, "dropped": v} for k, v in (summary.get("dropped_by_reason") or {}).items()]
+
+
+def evidence_rows(summary: dict) -> list[dict]:
+    return [{"scorer": k, **v} for k, v in (summary.get("evidence") or {}).items()]
 
 
 def curation_report_html(
@@ -263,8 +292,10 @@ def curation_report_html(
         html_table([decisions_row(summary)]),
         "<h2>Policy</h2>",
         html_table([policy]),
-        "<p class=note>Keep a text when p_true ≥ min_p_true or true_rank ≤ top_k (0: off); a junk-marked text "
-        "needs p_true ≥ max(min_p_true, junk_min_p_true).</p>",
+        f"<p class=note>{esc(policy_note(policy))}</p>",
+        html_table([summary["thresholds"]]) if summary.get("thresholds") else "",
+        "<h2>Why texts were dropped</h2>",
+        html_table(reason_rows(summary)),
         "<h2>Scorer</h2>",
         f"<p><b>{esc(summary.get('scorer'))}</b>: {esc(summary.get('scorer_reason'))}</p>",
         html_table(
@@ -272,6 +303,13 @@ def curation_report_html(
             ["kind", "macro_f1", "top1", "top5", "models"],
         ),
     ]
+    if summary.get("evidence"):
+        sections += [
+            "<h3>Held-out evidence</h3>",
+            "<p class=note>Calibrated probability of the held-out texts' classes per kind and for the weighted "
+            "ensemble (weights fitted on these texts).</p>",
+            html_table(evidence_rows(summary)),
+        ]
     temperatures = summary.get("temperatures") or {}
     if temperatures:
         sections.append(
@@ -334,14 +372,17 @@ def curation_report_markdown(summary: dict, *, p_true, kept, per_class: pl.DataF
         markdown_table([decisions_row(summary)]),
         "## Policy",
         markdown_table([summary["policy"]] if summary.get("policy") else []),
-        "Keep a text when p_true ≥ min_p_true or true_rank ≤ top_k (0: off); a junk-marked text needs "
-        "p_true ≥ max(min_p_true, junk_min_p_true).",
+        escape(policy_note(summary.get("policy") or {})),
+        markdown_table([summary["thresholds"]]) if summary.get("thresholds") else "",
+        "## Why texts were dropped",
+        markdown_table(reason_rows(summary)),
         "## Scorer",
         f"**{escape(summary.get('scorer'))}**: {escape(summary.get('scorer_reason'))}",
         markdown_table(
             [{"kind": k, **v} for k, v in (summary.get("candidates") or {}).items()],
             ["kind", "macro_f1", "top1", "top5", "models"],
         ),
+        markdown_table(evidence_rows(summary)) if summary.get("evidence") else "",
         "## Scores",
         image_markdown(
             svg_histogram(p_true, kept=kept, threshold=threshold, title="p_true of every scored text"),

@@ -313,7 +313,12 @@ def test_report_renders_and_escapes():
     )
     curve = scoring.pr_curve([0.9, 0.1], [True, False])
     html = report.curation_report_html(
-        {"run_id": "r", "policy": Policy(min_p_true=0.2).as_dict(), "scorer": "baseline", "labels": {"labelled": 2}},
+        {
+            "run_id": "r",
+            "policy": Policy(min_p_true=0.2).as_dict(),
+            "scorer": "baseline",
+            "labels": {"labelled": 2},
+        },
         p_true=np.array([0.9, 0.1, 0.5]),
         kept=np.array([True, False, True]),
         per_class=per_class,
@@ -378,3 +383,54 @@ def test_cli_options_reach_the_flows():
         assert option in text
     bad = runner.invoke(app, ["curate", "--min-p-true", "2"])
     assert bad.exit_code == 2
+
+
+def test_stored_training_folds_decide_who_judges_a_text():
+    """Twins were put in one fold at training: curation must follow the stored folds, not the hash."""
+    ids = [f"n01440764_{i}" for i in range(20)]
+    texts = pl.DataFrame({"text_id": [f"t{i}" for i in range(20)], "image_id": ids, "trained": [True] * 20})
+    plan = scoring.plan_scoring(full_run("r"), "baseline")
+    # every image stored in the fold its hash would NOT give it (as a twin group can do)
+    stored = pl.DataFrame({"image_id": ids[:15], "fold": [1 - fold_of(i, 2, 0) for i in ids[:15]]})
+    out = scoring.assign_scorers(texts, plan, stored)
+    folds = dict(zip(out["image_id"], out["fold"], strict=True))
+    assert all(folds[i] == 1 - fold_of(i, 2, 0) for i in ids[:15])
+    assert all(folds[i] == fold_of(i, 2, 0) for i in ids[15:])  # not stored: no training text, hash is safe
+    assert out["text_id"].to_list() == texts["text_id"].to_list()
+
+
+def test_report_shows_why_texts_were_dropped_per_class():
+    from tasks import report
+
+    per_class = pl.DataFrame(
+        {
+            "class_index": [0, 1],
+            "wnid": ["n01440764", "n01443537"],
+            "name": ["tench", "goldfish"],
+            "images": [2, 2],
+            "texts": [4, 3],
+            "kept": [1, 3],
+            "kept_ratio": [0.25, 1.0],
+            "images_with_text": [1, 2],
+            "dropped_other_class": [2, 0],
+            "dropped_no_class": [1, 0],
+            "dropped_junk": [0, 0],
+            "dropped_below_threshold": [0, 0],
+        }
+    )
+    summary = {
+        "run_id": "r",
+        "policy": Policy().as_dict(),
+        "scorer": "ensemble",
+        "dropped_by_reason": {"another class": 2, "fits no class": 1},
+        "thresholds": {"mode": "relative", "classes": 2, "mean_threshold": 0.4},
+    }
+    html = report.curation_report_html(
+        summary, p_true=np.array([0.9, 0.1]), kept=np.array([True, False]), per_class=per_class
+    )
+    assert "Why texts were dropped" in html and "fits no class" in html and "dropped_other_class" in html
+    assert "Relative policy" in html
+    md = report.curation_report_markdown(
+        summary, p_true=np.array([0.9, 0.1]), kept=np.array([True, False]), per_class=per_class
+    )
+    assert "another class" in md and "dropped_no_class" in md
