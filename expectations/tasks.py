@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from expectations import runner
 from expectations.base import Suite
+from tasks.retrying import RETRY
 
 
 @task(name="validate-suite", task_run_name="validate-{suite.name}", cache_policy=NO_CACHE)
@@ -18,7 +19,7 @@ def validate_suite_task(con, context, suite: Suite, snapshot: int, run_id: str) 
     return runner.run_suite(context, suite, frame, run_id)
 
 
-@task(name="store-validation-results", cache_policy=NO_CACHE)
+@task(name="store-validation-results", cache_policy=NO_CACHE, **RETRY)
 def store_results_task(wh, report: runner.Report) -> int:
     """Insert every outcome into `validation_results` (repeat-safe); returns the rows added."""
     return runner.store(wh, report)

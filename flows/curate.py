@@ -12,12 +12,14 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows import artifacts, runners
+from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks import report as reports
 from tasks import scoring
 from tasks.errors import InputError
 
 
-@flow(name="curate")
+@flow(name="curate", **FLOW_RETRY)
+@final_on_user_error()
 def curate_flow(
     min_p_true: Annotated[
         float | None,

@@ -9,10 +9,12 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks import export as exporting
 
 
-@flow(name="export")
+@flow(name="export", **FLOW_RETRY)
+@final_on_user_error()
 def export_flow(
     format: Annotated[str, Field(description="parquet, webdataset or hf")] = "parquet",
     out: Annotated[

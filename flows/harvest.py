@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field, SecretStr
 
 from flows import runners
-from flows.runtime import Progress, open_warehouse, run_id
+from flows.runtime import FLOW_RETRY, Progress, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
 from tasks import captions as captions_mod
 from tasks import descriptions as descriptions_mod
@@ -23,6 +23,7 @@ from tasks import wikipedia as wikipedia_mod
 from tasks.errors import InputError
 from tasks.http import HttpClient
 from tasks.images import cpu_count
+from tasks.retrying import RETRY
 from tasks.text import (
     keys_to_fetch,
     prepare_class_texts,
@@ -40,21 +41,21 @@ PLACEHOLDER_ERROR = "flickr 'photo unavailable' placeholder URL"
 
 
 # -- tasks (thin wrappers; the work is in tasks/) ------------------------------------------------------
-@task(name="store-wordnet-texts", cache_policy=NO_CACHE)
+@task(name="store-wordnet-texts", cache_policy=NO_CACHE, **RETRY)
 def store_wordnet_texts(wh, classes: pl.DataFrame, run_id: str) -> int:
     """Store the WordNet gloss and lemma names of every class (rows added)."""
     texts = prepare_class_texts(descriptions_mod.wordnet_texts(classes), run_id)
     return wh.write(lambda con: store_class_texts(con, texts))
 
 
-@task(name="store-description-file", cache_policy=NO_CACHE)
+@task(name="store-description-file", cache_policy=NO_CACHE, **RETRY)
 def store_description_texts(wh, raw: pl.DataFrame, run_id: str) -> int:
     """Store the texts of a user description file (rows added)."""
     texts = prepare_class_texts(raw, run_id)
     return wh.write(lambda con: store_class_texts(con, texts))
 
 
-@task(name="harvest-wikipedia", cache_policy=NO_CACHE)
+@task(name="harvest-wikipedia", cache_policy=NO_CACHE, **RETRY)
 def harvest_wikipedia_task(
     wh, client: HttpClient, api: str, classes: pl.DataFrame, run_id: str, concurrency: int, progress
 ):
@@ -64,13 +65,13 @@ def harvest_wikipedia_task(
     )
 
 
-@task(name="import-imagenet-captions", cache_policy=NO_CACHE)
+@task(name="import-imagenet-captions", cache_policy=NO_CACHE, **RETRY)
 def import_captions_task(wh, path: str, records: pl.DataFrame, run_id: str, progress):
     """Import an ImageNet-Captions file into image_texts."""
     return captions_mod.import_captions(wh, path, run_id, on_done=progress.advance, records=records)
 
 
-@task(name="harvest-flickr", cache_policy=NO_CACHE)
+@task(name="harvest-flickr", cache_policy=NO_CACHE, **RETRY)
 def harvest_flickr_task(
     wh, client: flickr_mod.FlickrClient, todo: pl.DataFrame, run_id: str, concurrency: int, progress
 ):
@@ -80,7 +81,7 @@ def harvest_flickr_task(
     )
 
 
-@task(name="harvest-embedded", cache_policy=NO_CACHE)
+@task(name="harvest-embedded", cache_policy=NO_CACHE, **RETRY)
 def harvest_embedded_task(wh, images: pl.DataFrame, run_id: str, concurrency: int, progress):
     """Extract EXIF/IPTC/XMP/COM texts from image files, writing texts and state in batches."""
     return embedded_mod.harvest_embedded(
@@ -142,7 +143,8 @@ def _artifact(key: str, title: str, summary: dict) -> None:
 
 
 # -- flows -----------------------------------------------------------------------------------------
-@flow(name="harvest-classes")
+@flow(name="harvest-classes", **FLOW_RETRY)
+@final_on_user_error()
 def harvest_classes_flow(
     classes: Annotated[
         str,
@@ -207,7 +209,8 @@ def harvest_classes_flow(
         wh.close()
 
 
-@flow(name="harvest-images")
+@flow(name="harvest-images", **FLOW_RETRY)
+@final_on_user_error()
 def harvest_images_flow(
     captions: Annotated[
         str | None,

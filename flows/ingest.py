@@ -6,15 +6,17 @@ import time
 from typing import Annotated
 
 from prefect import flow
+from prefect.utilities.annotations import opaque
 from pydantic import Field
 
 from flows import runners
-from flows.runtime import Progress, open_warehouse, run_id
+from flows.runtime import FLOW_RETRY, Progress, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
 from tasks.images import cpu_count, list_inputs_task, load_images, locate_source_task, plan_task
 
 
-@flow(name="ingest")
+@flow(name="ingest", **FLOW_RETRY)
+@final_on_user_error()
 def ingest_flow(
     source: Annotated[
         str,
@@ -52,17 +54,18 @@ def ingest_flow(
     rid = run_id()
     n_workers = workers or settings.workers or cpu_count()
     # The layout is checked, and the inputs listed, before the warehouse is opened: a bad input
-    # folder or labels file stops the run with nothing written.
+    # folder or labels file stops the run with nothing written. The holders go to the next task
+    # wrapped in opaque(): Prefect would otherwise walk a million listed inputs item by item.
     located = locate_source_task(source, split, val_labels)
-    listing = list_inputs_task(located, n_workers)
+    listing = list_inputs_task(opaque(located), n_workers)
     wh = open_warehouse(settings)
     try:
-        plan = plan_task(wh, located, listing, n_workers)
+        plan = plan_task(wh, opaque(located), opaque(listing), n_workers)
         progress = Progress(plan.total, f"ingest {located.root.name}")
         parallel = None if not workers else workers > 1
         with runners.fan_out(task_runner, n_workers) as runner:
             if runner is None:
-                totals = load_images(wh, plan, n_workers, rid, progress, parallel)
+                totals = load_images(wh, opaque(plan), n_workers, rid, progress, parallel)
             else:
                 totals = runners.ingest_on(runner, wh, plan, rid, progress)
         progress.close()

@@ -11,6 +11,7 @@ from flows.curate import curate_flow
 from flows.export import export_flow
 from flows.harvest import harvest_classes_flow, harvest_images_flow
 from flows.ingest import ingest_flow
+from flows.runtime import FLOW_RETRY, final_on_user_error
 from flows.train import train_flow
 from flows.validate import validate_flow
 
@@ -19,7 +20,10 @@ class PipelineStopped(RuntimeError):
     """The pipeline stopped at a gate; the message says which expectations failed."""
 
 
-@flow(name="pipeline", log_prints=True)
+# A failed step is retried by its own flow; a retry of the whole pipeline re-runs the steps that
+# finished as cheap no-ops (every load is repeat-safe) and resumes the one that failed.
+@flow(name="pipeline", log_prints=True, **FLOW_RETRY)
+@final_on_user_error(PipelineStopped)
 def pipeline_flow(
     source: Annotated[str, Field(description="ImageNet folder, ILSVRC tar or parquet shards to ingest")],
     split: Annotated[str, Field(description="train, val or auto")] = "auto",
@@ -31,15 +35,21 @@ def pipeline_flow(
     embedded: Annotated[bool, Field(description="harvest text embedded in the image files")] = True,
     wikipedia: Annotated[bool, Field(description="fetch Wikipedia summaries of the ingested classes")] = True,
     descriptions: Annotated[str | None, Field(description="class description file (JSON or JSONL)")] = None,
-    base_model: Annotated[str, Field(description="hub name, local path, minilm-offline or tiny-roberta")] = "roberta-base",
+    base_model: Annotated[
+        str, Field(description="hub name, local path, minilm-offline or tiny-roberta")
+    ] = "roberta-base",
     folds: Annotated[int, Field(ge=2, description="cross-fitting folds")] = 2,
     epochs: Annotated[int, Field(ge=1, description="training epochs")] = 3,
     max_steps: Annotated[int | None, Field(description="cap on training steps per model")] = None,
     min_p_true: Annotated[float | None, Field(description="keep a text when p_true >= this")] = None,
     top_k: Annotated[int | None, Field(description="or when its class ranks within the top k")] = None,
     scorer: Annotated[str, Field(description="transformer, baseline, ensemble or auto")] = "auto",
-    labels: Annotated[str | None, Field(description="JSONL of {text_id, relevant} to measure the filter")] = None,
-    export_format: Annotated[str | None, Field(description="parquet, webdataset or hf; none to skip")] = "parquet",
+    labels: Annotated[
+        str | None, Field(description="JSONL of {text_id, relevant} to measure the filter")
+    ] = None,
+    export_format: Annotated[
+        str | None, Field(description="parquet, webdataset or hf; none to skip")
+    ] = "parquet",
     export_out: Annotated[str | None, Field(description="export folder (default under IMTEXT_HOME)")] = None,
     allow_invalid: Annotated[bool, Field(description="train even when validation failed")] = False,
 ) -> dict:
@@ -51,7 +61,9 @@ def pipeline_flow(
         if captions:
             summary["harvest_captions"] = harvest_images_flow(captions=captions)
         if flickr_urls:
-            summary["harvest_flickr"] = harvest_images_flow(flickr_urls=flickr_urls, rate_limit=flickr_rate_limit)
+            summary["harvest_flickr"] = harvest_images_flow(
+                flickr_urls=flickr_urls, rate_limit=flickr_rate_limit
+            )
         if embedded:
             summary["harvest_embedded"] = harvest_images_flow(embedded=True)
     validation = validate_flow()

@@ -151,6 +151,7 @@ def run_shards(
     (their writes are whole snapshots), then the failure is raised.
     """
     from distributed import as_completed
+    from prefect.utilities.annotations import opaque
 
     queue = iter(enumerate(shards))
     in_flight: dict[str, tuple[int, object]] = {}
@@ -162,7 +163,8 @@ def run_shards(
         if nxt is None:
             return None
         i, shard = nxt
-        future = runner.submit(task, parameters={**common, **shard})
+        # opaque(): each value is passed as it is, without Prefect walking every path and frame in it
+        future = runner.submit(task, parameters={k: opaque(v) for k, v in {**common, **shard}.items()})
         in_flight[future.wrapped_future.key] = (i, future)
         return future.wrapped_future
 

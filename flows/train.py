@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks import encoders, training
 
 # Prefect 3's @flow takes no tags: the `gpu` tag is on the deployment (prefect.yaml), on the
@@ -31,7 +32,8 @@ FLOW_TAGS = ("gpu",)
 fit_encoder_task = task(name="fit-encoder-head", cache_policy=NO_CACHE)(encoders.fit_encoder_fold)
 
 
-@flow(name="train")
+@flow(name="train", **FLOW_RETRY)
+@final_on_user_error()
 def train_flow(
     base_model: Annotated[
         str,

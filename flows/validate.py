@@ -15,11 +15,12 @@ from expectations.tasks import (
     store_results_task,
     validate_suite_task,
 )
-from flows.runtime import open_warehouse, run_id
+from flows.runtime import FLOW_RETRY, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
 
 
-@flow(name="validate")
+@flow(name="validate", **FLOW_RETRY)
+@final_on_user_error()
 def validate_flow(
     suite: Annotated[
         str | None,

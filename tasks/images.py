@@ -23,6 +23,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -71,53 +72,51 @@ _IMAGE_COLUMNS = [c for c in _SCHEMA.names if c not in ("reason", "detail")]
 # 1. Layout
 
 
-class Opaque:
-    """Base of the holders that ingest tasks pass to each other.
-
-    Not dataclasses on purpose: Prefect walks the parameters and return values of tasks (lists,
-    tuples, dicts, dataclasses) item by item, about 10 µs an item, which for a million listed
-    inputs is minutes; it does not walk into other objects.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, **values) -> None:
-        for name, value in values.items():
-            setattr(self, name, value)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={getattr(self, n)!r}"[:80] for n in self.__slots__)
-        return f"{type(self).__name__}({shown})"
+# The holders below are passed between the ingest tasks. Prefect walks a task's parameters (lists,
+# tuples, dicts, dataclasses) item by item, about 10 µs an item: minutes for a million listed
+# inputs. The flow hands them over wrapped in `prefect.utilities.annotations.opaque()`, which
+# Prefect resolves without walking into.
 
 
-class SplitFolder(Opaque):
+@dataclass(slots=True)
+class SplitFolder:
     """One split's folder: class folders (labels from their names) or flat val images with labels.
 
     classes: (wnid, folder) pairs; labels: image_id -> wnid of flat val images; labels_file: their file.
     """
 
-    __slots__ = ("split", "path", "classes", "labels", "labels_file")
+    split: str
+    path: Path
+    classes: tuple | list = ()
+    labels: dict | None = None
+    labels_file: Path | None = None
 
-    def __init__(self, split: str, path: Path, classes=(), labels=None, labels_file=None) -> None:
-        super().__init__(split=split, path=path, classes=classes, labels=labels, labels_file=labels_file)
 
-
-class Source(Opaque):
+@dataclass(slots=True)
+class Source:
     """A located, validated source: kind "folder" (folders), "tar" or "parquet" (files, labels)."""
 
-    __slots__ = ("kind", "root", "split", "folders", "files", "labels")
+    kind: str
+    root: Path
+    split: str
+    folders: tuple = ()
+    files: tuple = ()
+    labels: dict | None = None
 
-    def __init__(self, kind: str, root: Path, split: str, folders=(), files=(), labels=None) -> None:
-        super().__init__(kind=kind, root=root, split=split, folders=folders, files=files, labels=labels)
 
-
-class Listing(Opaque):
+@dataclass(slots=True, repr=False)
+class Listing:
     """What walking a source found: folder items and rejects, or scanned archives."""
 
-    __slots__ = ("items", "rejects", "archives")
+    items: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)
+    archives: list = field(default_factory=list)
 
-    def __init__(self, items=(), rejects=(), archives=()) -> None:
-        super().__init__(items=list(items), rejects=list(rejects), archives=list(archives))
+    def __post_init__(self) -> None:
+        self.items, self.rejects, self.archives = list(self.items), list(self.rejects), list(self.archives)
+
+    def __repr__(self) -> str:
+        return f"Listing({len(self.items)} items, {len(self.rejects)} rejects, {len(self.archives)} archives)"
 
 
 def _scan_dir(path: Path) -> list[os.DirEntry]:
@@ -374,7 +373,8 @@ def list_folder(source: Source, workers: int = 1) -> tuple[list[tuple], list[tup
 # 3. Planning
 
 
-class Plan(Opaque):
+@dataclass(slots=True, repr=False)
+class Plan:
     """What a run has to do: shards to probe, rejects already known, and what it skips.
 
     units: (fn, args, weight) shards for the pool; rejects: records found while listing; known:
@@ -382,23 +382,18 @@ class Plan(Opaque):
     skipped_archives: archives unchanged since their ingest; archives: `ingested_archives` rows.
     """
 
-    __slots__ = (
-        "source",
-        "kind",
-        "units",
-        "rejects",
-        "known",
-        "seen",
-        "skipped",
-        "skipped_archives",
-        "archives",
-    )
+    source: str
+    kind: str
+    units: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)
+    known: pl.DataFrame | None = None
+    seen: int = 0
+    skipped: int = 0
+    skipped_archives: int = 0
+    archives: list = field(default_factory=list)
 
-    def __init__(
-        self, source: str, kind: str, units=None, rejects=None, known=None, seen=0, skipped=0
-    ) -> None:
-        super().__init__(source=source, kind=kind, units=units or [], rejects=rejects or [], known=known,
-                         seen=seen, skipped=skipped, skipped_archives=0, archives=[])  # fmt: skip
+    def __repr__(self) -> str:
+        return f"Plan({self.kind} {self.source!r}: {len(self.units)} shards, {self.seen} seen, {self.skipped} skipped)"
 
     @property
     def total(self) -> int:

@@ -15,8 +15,10 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.retrying import RETRY
 
-@task(name="ingest-shard", cache_policy=NO_CACHE)
+
+@task(name="ingest-shard", cache_policy=NO_CACHE, **RETRY)
 def ingest_shard(wh, probe: Callable, args: tuple, source: str, run_id: str) -> dict:
     """Probe one shard of inputs and load its images and quarantine rows in one snapshot."""
     from tasks import imageio
@@ -42,7 +44,7 @@ def ingest_shard(wh, probe: Callable, args: tuple, source: str, run_id: str) -> 
     return {**counts, "skipped": skipped, "wrote": wrote, "containers": containers, "pid": os.getpid()}
 
 
-@task(name="embedded-shard", cache_policy=NO_CACHE)
+@task(name="embedded-shard", cache_policy=NO_CACHE, **RETRY)
 def embedded_shard(wh, images: pl.DataFrame, run_id: str, concurrency: int) -> dict:
     """Extract the embedded texts of one shard of images, writing texts and state in batches."""
     from tasks.embedded import harvest_embedded
@@ -53,7 +55,7 @@ def embedded_shard(wh, images: pl.DataFrame, run_id: str, concurrency: int) -> d
         wh.close()
 
 
-@task(name="score-shard", tags=["gpu"], cache_policy=NO_CACHE)
+@task(name="score-shard", tags=["gpu"], cache_policy=NO_CACHE, **RETRY)
 def score_shard(wh, plan, pending: pl.DataFrame, policy, run_id: str, options: dict) -> int:
     """Score one shard of pending texts with their out-of-fold scorer, writing each chunk as it is done."""
     from tasks.scoring import score_pending
