@@ -7,13 +7,16 @@ placeholder (what Flickr serves once a photo is deleted, and what some URL lists
 
 Answers: `stat ok` -> texts, `done`; code 1 (photo not found, deleted) -> `gone`, never retried;
 code 100 (invalid key) stops the harvest; anything else -> `failed`, retried by `--retry-failed`.
-The API key is added to each request here and never leaves: the stored URL is the photo page.
+The API key is added to each request here and never leaves: the stored URL is the photo page,
+and an answer that echoes the key (in a title, a tag, a URL or an error message) has it replaced by
+`***` before anything is stored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from pydantic import SecretStr
 
 from tasks.errors import InputError
 from tasks.http import HttpClient, HttpError
-from tasks.text import BatchWriter, decode_bytes, join_tags
+from tasks.text import RAW_TEXT_MAX_BYTES, BatchWriter, clean_text, decode_bytes, join_tags
 
 log = logging.getLogger(__name__)
 SOURCE = "flickr"
@@ -34,6 +37,9 @@ FLUSH_S = 10.0  # ... or fewer, once the batch is this old: a kill loses at most
 # http://farm4.static.flickr.com/3150/2872383102_2d7ca4a4a5.jpg, https://live.staticflickr.com/65535/5_ab_b.jpg
 FLICKR_PHOTO_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:static\.?flickr\.com|staticflickr\.com)/(?:\d+/)*(\d+)_[0-9a-f]+(?:_[a-z0-9]+)?\.(?:jpe?g|png|gif)(?:\?.*)?$"
 # Flickr's placeholder: .../photo_unavailable.gif, photo_unavailable_m.png, on flickr.com or yimg.com hosts
+# The photo page getInfo names: kept only when it is one (short, on flickr.com), else the id redirect.
+PHOTO_PAGE_URL = re.compile(r"(?i)^https?://(?:www\.)?flickr\.com/[^\s]{1,500}$")
+ERROR_CHARS = 300  # last_error keeps at most this much of a message
 PLACEHOLDER_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:flickr\.com|staticflickr\.com|yimg\.com)/(?:[^?#]*/)?photo_unavailable(?:_\w+)?\.(?:gif|png|jpe?g)(?:\?.*)?$"
 
 
@@ -100,9 +106,12 @@ def parse_url_list(path: str | Path) -> pl.DataFrame:
 
 def photo_page(photo: dict, photo_id: str) -> str:
     """The public page of a photo (never an API URL): from getInfo's urls, else Flickr's id redirect."""
-    for entry in (photo.get("urls") or {}).get("url") or []:
-        if isinstance(entry, dict) and entry.get("type") == "photopage" and entry.get("_content"):
-            return str(entry["_content"])
+    urls = photo.get("urls")
+    for entry in (urls.get("url") if isinstance(urls, dict) else None) or []:
+        if isinstance(entry, dict) and entry.get("type") == "photopage":
+            page = entry.get("_content")
+            if isinstance(page, str) and PHOTO_PAGE_URL.match(page):
+                return page
     return f"https://www.flickr.com/photo.gne?id={photo_id}"
 
 
@@ -145,33 +154,48 @@ class FlickrClient:
         try:
             response = self.http.get(self.api, params=params)
         except HttpError as exc:
-            return PhotoInfo(image_id, "failed", error=self.http.redact(str(exc)))
+            return self.failure(image_id, str(exc))
         if response.status_code != 200:
-            return PhotoInfo(image_id, "failed", error=f"HTTP {response.status_code} from the Flickr API")
+            return self.failure(image_id, f"HTTP {response.status_code} from the Flickr API")
         body = decode_bytes(response.content).strip()
         if body.startswith("jsonFlickrApi(") and body.endswith(")"):
             body = body[len("jsonFlickrApi(") : -1]
         try:
             answer = json.loads(body)
-        except ValueError:
-            return PhotoInfo(image_id, "failed", error="malformed JSON answer from the Flickr API")
+        except (ValueError, RecursionError):
+            return self.failure(image_id, "malformed JSON answer from the Flickr API")
         if not isinstance(answer, dict):
-            return PhotoInfo(image_id, "failed", error="unexpected answer from the Flickr API")
+            return self.failure(image_id, "unexpected answer from the Flickr API")
         if answer.get("stat") != "ok":
             code = answer.get("code")
             message = self.http.redact(str(answer.get("message", "")))[:200]
             if code == 1:
-                return PhotoInfo(image_id, "gone", error=f"flickr code 1: {message}")
+                return self.failure(image_id, f"flickr code 1: {message}", "gone")
             if code == 100:
                 raise FlickrKeyError(
                     "Flickr refused the API key (code 100, invalid key): check IMTEXT_FLICKR_API_KEY "
                     "or the Prefect Secret block 'flickr-api-key'"
                 )
-            return PhotoInfo(image_id, "failed", error=f"flickr code {code}: {message}")
+            return self.failure(image_id, f"flickr code {self.http.redact(str(code))[:40]}: {message}")
         photo = answer.get("photo")
         if not isinstance(photo, dict):
-            return PhotoInfo(image_id, "failed", error="Flickr answer without a photo")
-        return PhotoInfo(image_id, "done", texts=photo_texts(photo), url=photo_page(photo, photo_id))
+            return self.failure(image_id, "Flickr answer without a photo")
+        texts = [(name, self._scrub_text(text)) for name, text in photo_texts(photo)]
+        return PhotoInfo(image_id, "done", texts=texts, url=self.http.redact(photo_page(photo, photo_id)))
+
+    def failure(self, image_id: str, error: str, status: str = "failed") -> PhotoInfo:
+        """An outcome whose error message holds no key (redacted before it is cut, so no part of one)."""
+        return PhotoInfo(image_id, status, error=self.http.redact(error)[:ERROR_CHARS])
+
+    def _scrub_text(self, raw: str) -> str:
+        """A text of the answer without the key, in its raw form and in its cleaned one."""
+        raw = self.http.scrub(raw)
+        head = raw.encode("utf-8")[:RAW_TEXT_MAX_BYTES].decode("utf-8", "ignore")
+        cleaned = clean_text(head)
+        if cleaned is not None and self.http.scrub(cleaned) != cleaned:
+            # Markup or entities hid the key ('ab<i></i>cd', '&#97;bcd'): keep only the cleaned form.
+            return self.http.scrub(cleaned)
+        return raw
 
 
 def harvest_flickr(
@@ -194,9 +218,7 @@ def harvest_flickr(
                 writer.flush()  # what finished before the refusal is kept
                 raise error
             if error is not None:
-                info = PhotoInfo(
-                    image_id, "failed", error=flickr.http.redact(f"{type(error).__name__}: {error}")
-                )
+                info = flickr.failure(image_id, f"{type(error).__name__}: {error}")
             writer.add(image_id, info.status, info.error, [(f, t, info.url) for f, t in info.texts])
     finally:
         results.close()

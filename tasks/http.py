@@ -8,7 +8,8 @@
   at least what `Retry-After` asks (and pausing the whole host meanwhile, not just one thread);
 - `map(fn, items, concurrency)` runs `fn` over items on a bounded thread pool;
 - secrets (API keys) are redacted from every error message and from urllib3's debug log, and the
-  query string never appears in an error.
+  query string never appears in an error; `scrub` takes them out of what a service answered (an
+  API that echoes the key must not get it stored).
 """
 
 from __future__ import annotations
@@ -204,15 +205,21 @@ class HttpClient:
         if not secret:
             return
         self._secrets.append(secret)
+        # Case-insensitive: a service may echo a hex key in upper case.
         self._secret_re = re.compile(
-            "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
+            "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True)), re.IGNORECASE
         )
 
+    def scrub(self, text: str) -> str:
+        """`text` with every secret replaced by ***, and nothing else changed (for answers' texts)."""
+        if self._secret_re is None or not text:
+            return text
+        return self._secret_re.sub("***", text)
+
     def redact(self, text: str) -> str:
+        """`scrub`, and any `key=value`-like credential replaced too (for URLs, errors and logs)."""
         text = re.sub(r"(?i)(api_key|apikey|key|token|secret|password)=[^&\s'\"]+", r"\1=***", text)
-        if self._secret_re is not None:
-            text = self._secret_re.sub("***", text)
-        return text
+        return self.scrub(text)
 
     def set_rate(self, host: str, rate: float | None, burst: float = 1.0) -> None:
         """Limit `host` (as in the URL, with port if any) to `rate` requests per second (None: unlimited)."""
@@ -277,7 +284,11 @@ class HttpClient:
             if attempt < self.retries:
                 self._count("retries")
                 log.debug(
-                    "GET %s: %s, retry %d in %.2fs", self.redact(shown), last.error, attempt + 1, last.delay
+                    "GET %s: %s, retry %d in %.2fs",
+                    self.redact(shown),
+                    self.redact(last.error or ""),
+                    attempt + 1,
+                    last.delay,
                 )
                 self._sleep(last.delay)
         self._count("failures")

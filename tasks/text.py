@@ -28,6 +28,11 @@ import polars as pl
 MAX_TEXT_CHARS = 2000
 """Cleaned texts are cut to at most this many characters (at a word boundary where there is one)."""
 
+RAW_TEXT_MAX_BYTES = 16 * 1024
+"""`raw_text` is stored in at most this many UTF-8 bytes; a longer one is cut on a character
+boundary and ends with `RAW_CUT_NOTE`, which says how long it was (there is no column for it)."""
+RAW_CUT_NOTE = " [cut by imtext: {size} bytes in all]"
+
 FIELD_ORDER = ("title", "description", "tags", "comment", "keywords", "caption")
 
 _TAG = r"<!--.*?-->|</?[A-Za-z][^<>]*>"
@@ -166,6 +171,31 @@ def clean_series(raw: pl.Series) -> pl.Series:
     return s.alias(raw.name)
 
 
+def cap_raw(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(head, stored): texts over `RAW_TEXT_MAX_BYTES` cut to a head, which is what gets cleaned,
+    and the head with `RAW_CUT_NOTE` appended, which is what `raw_text` keeps; others unchanged.
+
+    A 6 MB title is stored (and cleaned) as its first 16 KiB, never whole.
+    """
+    raw = raw.cast(pl.String)
+    too_long = (raw.str.len_bytes() > RAW_TEXT_MAX_BYTES).fill_null(False)
+    if not too_long.any():
+        return raw, raw
+    idx = too_long.arg_true()
+    heads, stored = [], []
+    for value in raw.gather(idx).to_list():
+        data = value.encode("utf-8")
+        note = RAW_CUT_NOTE.format(size=len(data))
+        # 'ignore' drops only a character the cut split in two: the head ends on a boundary.
+        head = data[: RAW_TEXT_MAX_BYTES - len(note.encode())].decode("utf-8", "ignore")
+        heads.append(head)
+        stored.append(head + note)
+    return (
+        raw.clone().scatter(idx, pl.Series(heads, dtype=pl.String)),
+        raw.clone().scatter(idx, pl.Series(stored, dtype=pl.String)),
+    )
+
+
 def clean_text(raw: str | bytes | None) -> str | None:
     """One text cleaned exactly as `clean_series` cleans it (bytes are decoded first)."""
     if raw is None:
@@ -209,7 +239,8 @@ def prepare_image_texts(
         pl.col("raw_text").cast(pl.String),
         pl.col("url").cast(pl.String),
     )
-    frame = frame.with_columns(clean_series(frame["raw_text"]).alias("text"))
+    head, stored = cap_raw(frame["raw_text"])
+    frame = frame.with_columns(clean_series(head).alias("text"), stored.alias("raw_text"))
     frame = frame.filter(pl.col("text").is_not_null())
     frame = frame.with_columns(pl.col("text").str.to_lowercase().alias("_dedup")).unique(
         subset=["image_id", "_dedup"], keep="first", maintain_order=True
@@ -290,7 +321,7 @@ def prepare_class_texts(
         pl.col("wnid").cast(pl.String),
         pl.col("source").cast(pl.String),
         pl.col("field").cast(pl.String),
-        clean_series(raw["text"].cast(pl.String)).alias("text"),
+        clean_series(cap_raw(raw["text"])[0]).alias("text"),
         pl.col("url").cast(pl.String),
     ).filter(pl.col("text").is_not_null())
     frame = frame.unique(subset=["wnid", "source", "text"], keep="first", maintain_order=True)
