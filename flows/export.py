@@ -1,4 +1,4 @@
-"""The export flow: write the curated dataset as Parquet, a Hugging Face folder or WebDataset shards."""
+"""The export flow: write the curated dataset as Parquet, a Hugging Face DatasetDict or WebDataset shards."""
 
 from __future__ import annotations
 
@@ -18,25 +18,36 @@ from tasks import export as exporting
 def export_flow(
     format: Annotated[str, Field(description="parquet, webdataset or hf")] = "parquet",
     out: Annotated[
-        str | None, Field(description="output folder (default $IMTEXT_HOME/exports/<format>)")
+        str | None,
+        Field(
+            description="output folder (default $IMTEXT_HOME/exports/<format>); only a folder an earlier "
+            "imtext export wrote is replaced"
+        ),
     ] = None,
     shard_size: Annotated[
-        int, Field(ge=1, description="samples per tar shard / rows per parquet file / rows per HF shard")
+        int, Field(ge=1, description="samples per tar shard / parquet file / HF shard, at most")
     ] = exporting.DEFAULT_SHARD_SIZE,
+    shard_max_mb: Annotated[
+        float, Field(gt=0, description="size of a tar shard / parquet file / HF shard in MB, at most")
+    ] = exporting.DEFAULT_SHARD_MAX_MB,
+    seed: Annotated[
+        int, Field(description="seed of the sample order within each split")
+    ] = exporting.DEFAULT_SEED,
     only_with_text: Annotated[
-        bool, Field(description="leave out images none of whose texts were kept")
+        bool, Field(description="export only the images with at least one kept text")
     ] = False,
 ) -> dict:
-    """Export the curated dataset with a manifest naming the snapshot, the models and the policy."""
+    """Export the curated dataset with a dataset card and a manifest naming the snapshot, models and policy."""
     from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
     from tasks.errors import InputError
 
     if format not in exporting.FORMATS:
         raise InputError(f"--format must be one of {', '.join(exporting.FORMATS)}, not {format!r}")
+    options = exporting.options_from(shard_size, shard_max_mb, seed, only_with_text)
     logger = get_run_logger()
     settings = load_settings()
-    target = out or str(settings.home / "exports" / format)
+    target = str(exporting.check_target(out or settings.home / "exports" / format))
     rid = run_id()
     wh = open_warehouse(settings)
     try:
@@ -46,15 +57,7 @@ def export_flow(
         finally:
             reader.close()
         progress = Progress(data.images.height, f"exporting {format}")
-        result = exporting.write_export_task(
-            data,
-            format,
-            target,
-            shard_size,
-            rid,
-            {"only_with_text": only_with_text},
-            on_sample=progress.advance,
-        )
+        result = exporting.write_export_task(data, format, target, options, rid, on_sample=progress.advance)
         progress.close()
         row = {
             "run_id": rid,
@@ -86,9 +89,12 @@ def export_flow(
         "images": result.images,
         "texts": result.texts,
         "classes": result.classes,
+        "splits": result.splits,
         "files": len(result.files),
         "unreadable_images": len(data.unreadable),
         "snapshot": data.snapshot,
         "curation_run": data.curation["run_id"],
+        "seed": seed,
         "manifest": str(result.out / exporting.MANIFEST),
+        "card": str(result.out / exporting.CARD),
     }

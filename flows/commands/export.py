@@ -16,36 +16,73 @@ class ExportFormat(str, Enum):
     hf = "hf"
 
 
+def preflight(out: Path | None, fmt: str, shard_size: int, shard_max_mb: float) -> None:
+    """Check the options, the target folder and that a curation finished, before any flow starts.
+
+    A failed check is one line and exit code 2, not a flow run with a traceback.
+    """
+    from flows.settings import load_settings
+    from tasks import export as exporting
+    from tasks.errors import InputError
+    from warehouse.db import Warehouse, WarehouseError
+
+    exporting.options_from(shard_size, shard_max_mb, 0, False)
+    settings = load_settings()
+    exporting.check_target(out or settings.home / "exports" / fmt)
+    try:
+        con = Warehouse.from_settings(settings).reader()
+    except WarehouseError as exc:
+        raise InputError(
+            f"no curation has finished yet: run `imtext curate` before `imtext export` ({exc})"
+        ) from None
+    try:
+        exporting.check_ready(con)
+    finally:
+        con.close()
+
+
 @user_errors
 def export(
     format: ExportFormat = typer.Option(
         ExportFormat.parquet,
         "--format",
         "-f",
-        help="parquet (partitioned by class), webdataset (tar shards) or hf",
+        help="parquet (data/{split}-*.parquet), webdataset ({split}/shard-*.tar) or hf (a DatasetDict folder)",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="output folder [default: $IMTEXT_HOME/exports/<format>]"
+        None,
+        "--out",
+        "-o",
+        help="output folder [default: $IMTEXT_HOME/exports/<format>]; only a folder an earlier export wrote is replaced",
     ),
-    shard_size: int = typer.Option(1000, "--shard-size", min=1, help="samples per shard / parquet file"),
+    shard_size: int = typer.Option(1000, "--shard-size", help="samples per shard / parquet file, at most"),
+    shard_max_mb: float = typer.Option(500.0, "--shard-max-mb", help="MB per shard / parquet file, at most"),
+    seed: int = typer.Option(0, "--seed", help="seed of the sample order within each split"),
     only_with_text: bool = typer.Option(
-        False, "--only-with-text/--all-images", help="leave out images none of whose texts were kept"
+        False,
+        "--only-with-text/--all-images",
+        help="export only the images with at least one kept text [default: all images]",
     ),
 ) -> None:
-    """Write images, classes, class descriptions and the kept image descriptions, with a manifest."""
-    prefect_env()
+    """Write images, labels, class descriptions and the kept image texts, with a dataset card and manifest."""
+    prefect_env()  # before tasks.export imports Prefect
+    preflight(out, format.value, shard_size, shard_max_mb)
     from flows.export import export_flow
 
     summary = export_flow(
         format=format.value,
         out=str(out) if out else None,
         shard_size=shard_size,
+        shard_max_mb=shard_max_mb,
+        seed=seed,
         only_with_text=only_with_text,
     )
+    splits = ", ".join(f"{s} {i['images']:,}" for s, i in summary["splits"].items())
     typer.echo(
-        f"exported {summary['images']:,} images, {summary['texts']:,} kept texts, {summary['classes']:,} classes "
-        f"as {summary['format']} ({summary['files']:,} files) to {summary['out']}"
+        f"exported {summary['images']:,} images ({splits}), {summary['texts']:,} kept texts, "
+        f"{summary['classes']:,} classes as {summary['format']} ({summary['files']:,} files) to {summary['out']}"
     )
+    typer.echo(f"dataset card: {summary['card']}")
     typer.echo(f"manifest: {summary['manifest']} (warehouse snapshot {summary['snapshot']})")
 
 
