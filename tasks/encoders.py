@@ -305,6 +305,7 @@ def fit_encoder_fold(
         started,
     )
     model.save(model_dir, extra={"model_id": model_id})
+    training._finish_model_folder(model_dir, row)  # its model card
     training.write_complete(model_dir, {"row": {k: v for k, v in row.items() if k != "created_at"}})
     return row
 

@@ -29,7 +29,10 @@ def folder_labels(model_dir: Path) -> list[str]:
     if config.exists():
         id2label = json.loads(config.read_text())["id2label"]
         return [id2label[str(i)] for i in range(len(id2label))]
-    return list(json.loads((model_dir / "baseline.json").read_text())["labels"])
+    for meta in ("baseline.json", "encoder.json"):  # the TF-IDF baseline; the frozen-encoder heads
+        if (model_dir / meta).exists():
+            return list(json.loads((model_dir / meta).read_text())["labels"])
+    raise FileNotFoundError(f"no saved model at {model_dir} (config.json, baseline.json or encoder.json)")
 
 
 def _class_names(labels: list[str]) -> dict[str, str]:
@@ -55,6 +58,9 @@ def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+ENCODER_KINDS = ("frozen", "similarity")  # linear heads on a frozen sentence encoder (tasks.encoders)
+
+
 def _versions(kind: str) -> str:
     if kind == "baseline":
         import sklearn
@@ -74,9 +80,10 @@ def _base_model_hub_name(base_model: str) -> str | None:
 
 
 def _front_matter(kind: str, base_model: str) -> str:
+    library = {"baseline": ["library_name: sklearn"], "transformer": ["library_name: transformers"]}
     lines = [
         "---",
-        f"library_name: {'sklearn' if kind == 'baseline' else 'transformers'}",
+        *library.get(kind, []),  # an encoder head is numpy on top of transformers: neither library alone
         "pipeline_tag: text-classification",
         "tags:",
         "- imtext",
@@ -102,6 +109,49 @@ def _folds_text(fold: int, folds: int, seed, train_n, held_n) -> str:
         f"(seed {seed}), so no image has texts on both sides. Use it to score only fold {fold}'s images "
         "(out-of-fold scoring)."
     )
+
+
+def _encoder_source(encoder: str) -> str:
+    try:
+        from tasks.classifier import resolve_base_model
+
+        return resolve_base_model(encoder)
+    except Exception:  # noqa: BLE001 - the card still names the encoder
+        return encoder
+
+
+def _load_encoder_head_text(folder: Path, encoder: str, example: str) -> str:
+    from tasks.encoders import EMBED_MAX_LENGTH
+
+    source = _encoder_source(encoder)
+    return f"""The folder holds only the head (`head.npz`: `weight`, `bias`) and `encoder.json` (encoder,
+labels, temperature); the encoder is referenced, not copied. Plain transformers, torch and numpy load it:
+
+```python
+import json
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+folder = "{folder}"
+meta = json.load(open(f"{{folder}}/encoder.json"))
+head = np.load(f"{{folder}}/head.npz")
+encoder = "{source}"  # `{encoder}`
+tokenizer = AutoTokenizer.from_pretrained(encoder)
+model = AutoModel.from_pretrained(encoder).eval()
+
+texts = ["{example}"]
+batch = tokenizer(texts, padding=True, truncation=True, max_length={EMBED_MAX_LENGTH}, return_tensors="pt")
+with torch.no_grad():
+    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+mask = batch["attention_mask"].unsqueeze(-1).float()
+embeddings = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=1).numpy()
+logits = (embeddings @ head["weight"].T + head["bias"]) / meta["temperature"]
+[meta["labels"][i] for i in logits.argmax(1)]  # wnids; softmax(logits) gives probabilities
+```
+
+Inside imtext: `tasks.encoders.EncoderScorer.load("{folder}")`."""
 
 
 def _load_text(kind: str, pooling: str | None, folder: Path, example: str, max_length) -> str:
@@ -172,6 +222,20 @@ def render_model_card(
             f"({_fmt(params.get('temperature'))})."
         )
         head = "linear SVM over TF-IDF"
+    elif kind in ENCODER_KINDS:
+        what = (
+            (
+                f"A multinomial logistic regression on the L2-normalised, mean-pooled embeddings of the frozen "
+                f"sentence encoder `{base_model}`, trained on the same texts and folds as the fine-tuned "
+                "transformer."
+                if kind == "frozen"
+                else f"Each class is the normalised mean embedding, by the frozen sentence encoder `{base_model}`, "
+                "of its class texts (WordNet gloss and names, Wikipedia summary, description files); a text's "
+                "logits are its cosine similarity to every class. It never learns from image texts."
+            )
+            + f" Logits are divided by a temperature fitted on held-out texts ({_fmt(params.get('temperature'))})."
+        )
+        head = f"{kind}: a linear head on frozen embeddings"
     else:
         from_scratch = base_model == "tiny-roberta"
         what = (
@@ -186,12 +250,12 @@ def render_model_card(
 
     model_rows = [
         ("model id", f"`{row['model_id']}`"),
-        ("kind", "transformer" if kind != "baseline" else "TF-IDF + linear SVM baseline"),
+        ("kind", {"baseline": "TF-IDF + linear SVM baseline"}.get(kind, kind)),
         ("base model", f"`{base_model}`"),
         ("head", head),
         ("classes", f"{len(labels)} ImageNet classes (outputs labelled with wnids)"),
     ]
-    if kind != "baseline" and max_length:
+    if kind == "transformer" and max_length:
         model_rows.append(("max tokens", str(max_length)))
     model_rows += [
         (
@@ -225,12 +289,16 @@ ImageNet classes the image belongs to. Its outputs are labelled with WordNet ids
 
 ## Training data
 
-- Warehouse snapshot **{row.get("snapshot")}** (DuckLake; `... AT (VERSION => {row.get("snapshot")})` reads exactly
+- Warehouse snapshot **{row.get("snapshot")}** (DuckLake; `... AT (VERSION => {
+        row.get("snapshot")
+    })` reads exactly
   these rows again); data fingerprint `{params.get("data_fingerprint")}`.
 - Examples: every image text without a junk mark, labelled with its image's class, plus the class texts
   (WordNet glosses, Wikipedia summaries, description files), which are in every fold and never held out.
 - {_folds_text(fold, folds, params.get("seed"), metrics.get("train_samples"), metrics.get("heldout_samples"))}
-- Training texts: {metrics.get("train_samples")}{f" (capped at {cap})" if cap else ""}; seed {params.get("seed")}.
+- Training texts: {metrics.get("train_samples")}{f" (capped at {cap})" if cap else ""}; seed {
+        params.get("seed")
+    }.
 
 ## Held-out metrics
 
@@ -264,7 +332,11 @@ Scoring speed when measured: {_fmt(metrics.get("texts_per_s"), 1)} texts/s on {r
 
 ## How to load
 
-{_load_text(kind, pooling, Path(folder), example, max_length)}
+{
+        _load_encoder_head_text(Path(folder), base_model, example)
+        if kind in ENCODER_KINDS
+        else _load_text(kind, pooling, Path(folder), example, max_length)
+    }
 
 ## Parameters
 
@@ -300,7 +372,7 @@ def finish_model_folder(model_dir: str | Path, row: dict) -> Path:
     """Make a saved model folder self-describing and loadable without imtext: its card, and for a
     mean-pooled transformer saved by an older imtext, the code and `auto_map` beside the weights."""
     model_dir = Path(model_dir)
-    if (row.get("params") or {}).get("kind", "transformer") != "baseline":
+    if (row.get("params") or {}).get("kind", "transformer") == "transformer":
         from tasks.classifier import make_portable
 
         make_portable(model_dir)

@@ -70,16 +70,19 @@ classify = pipeline("text-classification", model=folder, trust_remote_code=True)
 out["pipeline"] = [r["label"] for r in classify(texts, truncation=True)]
 out["id2label"] = {str(k): v for k, v in model.config.id2label.items()}
 out["class"] = type(model).__name__
+card = open(f"{folder}/README.md").read().split("## How to load", 1)[1]
+exec(card.split("```python", 1)[1].split("```", 1)[0], {})  # the card's own loading code runs as written
+out["card_code"] = "ran"
 out["imtext_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tasks", "flows", "warehouse"))
 print("RESULT", json.dumps(out))  # transformers' trust prompt also writes to stdout
 """
 
 
-def load_outside_imtext(folder: Path, texts: list[str], workdir: Path) -> dict:
+def load_outside_imtext(folder: Path, texts: list[str], workdir: Path, child: str = CHILD) -> dict:
     """Load `folder` with plain transformers in a fresh interpreter that cannot import imtext."""
     workdir.mkdir(parents=True, exist_ok=True)
     script = workdir / "load_model.py"
-    script.write_text(CHILD)
+    script.write_text(child)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "IMTEXT_"))}
     env |= {"HF_HOME": str(workdir / "hf-home"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(
@@ -138,7 +141,7 @@ def test_saved_model_predicts_the_same_classes_without_imtext(tmp_path, monkeypa
     folder = Path(row["path"])
     expected = imtext_predictions(folder, PROBES)
     outside = load_outside_imtext(folder, PROBES, tmp_path / "elsewhere")
-    assert outside["imtext_modules"] == []
+    assert outside["imtext_modules"] == [] and outside["card_code"] == "ran"
     assert outside["id2label"] == {str(i): w for i, w in enumerate(WNIDS)}
     assert outside["class"] == (
         "MeanPooledRobertaForSequenceClassification"
@@ -176,6 +179,47 @@ def test_model_cards_describe_the_transformer_and_the_baseline(tmp_path):
     assert "library_name: sklearn" in card and "joblib.load(" in card and "model.joblib" in card
     assert "trust_remote_code" not in card
     assert f"| top-1 accuracy | {baseline['metrics']['top1']:.3f} |" in card
+
+    # a re-run reuses the finished folders and keeps their cards
+    (Path(baseline["path"]) / "README.md").unlink()
+    assert fit_baseline_fold(data, 0, run)["reused"]
+    assert fit_transformer_fold(data, 1, run)[0]["reused"]
+    assert (Path(baseline["path"]) / "README.md").exists()
+
+
+# Runs the "How to load" code of an encoder-head card with the probe texts, without imtext.
+ENCODER_CHILD = r"""
+import json, sys
+
+site, folder, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sys.path.append(site)
+card = open(f"{folder}/README.md").read().split("## How to load", 1)[1]
+code = card.split("```python", 1)[1].split("```", 1)[0]
+namespace = {}
+exec(code.replace('texts = [', f'texts = {texts!r} or ['), namespace)
+labels = [namespace["meta"]["labels"][i] for i in namespace["logits"].argmax(1)]
+imtext = sorted(m for m in sys.modules if m.split(".")[0] in ("tasks", "flows", "warehouse"))
+print("RESULT", json.dumps({"labels": labels, "imtext_modules": imtext}))
+"""
+
+
+@pytest.mark.slow
+def test_encoder_head_cards_load_without_imtext(tmp_path, monkeypatch):
+    from tasks.encoders import ENCODER_KINDS, EncoderScorer, embed_training_texts, fit_encoder_fold
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = training_data(images_per_class=4)
+    run = spec(tmp_path, TINY_ROBERTA, 1)
+    embeddings, _ = embed_training_texts(data, MINILM_OFFLINE)
+    for kind in ENCODER_KINDS:
+        row = fit_encoder_fold(data, 0, run, embeddings, kind, MINILM_OFFLINE)
+        folder = Path(row["path"])
+        scorer = EncoderScorer.load(folder)
+        expected = [scorer.labels[i] for i in scorer.predict_proba(PROBES).argmax(axis=1)]
+        card = (folder / "README.md").read_text()
+        assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card and "library_name" not in card
+        outside = load_outside_imtext(folder, PROBES, tmp_path / f"elsewhere-{kind}", child=ENCODER_CHILD)
+        assert outside == {"labels": expected, "imtext_modules": []}, kind
 
 
 def test_a_cls_model_needs_no_custom_code(tmp_path):
