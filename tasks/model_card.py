@@ -79,6 +79,11 @@ def _base_model_hub_name(base_model: str) -> str | None:
     return None if looks_like_path or base_model in ("tiny-roberta", "tfidf-linear") else base_model
 
 
+def _alias_note(base_model: str) -> str:
+    hub = HUB_NAMES.get(base_model)
+    return f" (the weights of `{hub}`, shipped in a Python package)" if hub else ""
+
+
 def _front_matter(kind: str, base_model: str) -> str:
     library = {"baseline": ["library_name: sklearn"], "transformer": ["library_name: transformers"]}
     lines = [
@@ -102,9 +107,10 @@ def _folds_text(fold: int, folds: int, seed, train_n, held_n) -> str:
             f"Trained on every fold ({train_n} texts): the model for texts of new images. It holds nothing "
             f"out, so it has no held-out metrics; its {folds} fold models' metrics estimate its quality."
         )
-    others = ", ".join(str(k) for k in range(folds) if k != fold)
+    others = [str(k) for k in range(folds) if k != fold]
     return (
-        f"Fold {fold} of {folds}: trained on the images of folds {others} ({train_n} texts) and evaluated on "
+        f"Fold {fold} of {folds}: trained on the images of fold{'s' if len(others) > 1 else ''} "
+        f"{', '.join(others)} ({train_n} texts) and evaluated on "
         f"the {held_n} texts of fold {fold}'s images, which it never saw. Folds split images, not texts "
         f"(seed {seed}), so no image has texts on both sides. Use it to score only fold {fold}'s images "
         "(out-of-fold scoring)."
@@ -241,7 +247,7 @@ def render_model_card(
         what = (
             "A small RoBERTa built from scratch, with a byte-level BPE tokenizer trained on its training texts."
             if from_scratch
-            else f"`{base_model}` fine-tuned with a new classification head."
+            else f"`{base_model}`{_alias_note(base_model)} fine-tuned with a new classification head."
         )
         head = {
             "mean": "mean of the token states, then a linear layer",
@@ -296,6 +302,7 @@ ImageNet classes the image belongs to. Its outputs are labelled with WordNet ids
 - Examples: every image text without a junk mark, labelled with its image's class, plus the class texts
   (WordNet glosses, Wikipedia summaries, description files), which are in every fold and never held out.
 - {_folds_text(fold, folds, params.get("seed"), metrics.get("train_samples"), metrics.get("heldout_samples"))}
+- Registered in the warehouse table `models` under this model id, with the same metrics and parameters.
 - Training texts: {metrics.get("train_samples")}{f" (capped at {cap})" if cap else ""}; seed {
         params.get("seed")
     }.

@@ -164,7 +164,7 @@ def test_model_cards_describe_the_transformer_and_the_baseline(tmp_path):
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
     assert f"# {row['model_id']}" in card
     assert "Warehouse snapshot **7**" in card and data.fingerprint in card
-    assert "Fold 1 of 2: trained on the images of folds 0" in card
+    assert "Fold 1 of 2: trained on the images of fold 0 " in card
     assert f"| top-1 accuracy | {row['metrics']['top1']:.3f} |" in card
     assert "trust_remote_code=True" in card and 'pipeline("text-classification"' in card
     assert "| 3 | n04398044 | teapot |" in card  # classes named, in output order
