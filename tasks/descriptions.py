@@ -129,6 +129,8 @@ def read_descriptions(path: str | Path, classes: pl.DataFrame) -> pl.DataFrame:
             data = json.loads(content)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise InputError(f"{path}: nested too deeply to be a description file") from None
         for name, value in data.items():
             try:
                 pairs.extend((name, t) for t in _texts(value))
@@ -143,7 +145,11 @@ def read_descriptions(path: str | Path, classes: pl.DataFrame) -> pl.DataFrame:
                 name = record.get("wnid") or record.get("class") or record.get("name")
                 if not name:
                     raise ValueError("no 'wnid' (or 'class'/'name')")
+                if not isinstance(name, str):
+                    raise ValueError(f"the class must be a string, not {type(name).__name__}")
                 pairs.extend((name, t) for t in _texts(record.get("text")))
+            except RecursionError:
+                raise InputError(f"{path}: line {number}: nested too deeply") from None
             except (json.JSONDecodeError, AttributeError, ValueError) as exc:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "not an object"
                 raise InputError(f'{path}: line {number}: {reason}; expected {{"wnid", "text"}}') from None

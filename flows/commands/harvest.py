@@ -41,6 +41,7 @@ def classes(
 ) -> None:
     """Store class texts: WordNet gloss and lemmas of all 1000 classes, Wikipedia summaries, your files."""
     prefect_env()
+    preflight_classes(classes, descriptions)
     from flows.harvest import harvest_classes_flow
 
     summary = harvest_classes_flow(
@@ -87,6 +88,7 @@ def images(
     if not (captions or flickr_urls or embedded):
         raise InputError("give one of --captions FILE, --flickr-urls FILE or --embedded")
     prefect_env()
+    preflight_images(captions, flickr_urls)
     from flows.harvest import harvest_images_flow
 
     summary = harvest_images_flow(
@@ -99,6 +101,42 @@ def images(
         task_runner=task_runner.value if task_runner else None,
     )
     _print(summary)
+
+
+# The flows check their inputs again (a deployment run has no CLI in front of it); checked here
+# first, a bad input is one line on the terminal instead of a failed flow run's traceback.
+def preflight_classes(classes: str, descriptions: Path | None) -> None:
+    """Refuse unknown wnids in --classes and a missing or malformed description file."""
+    from tasks.descriptions import read_descriptions
+    from warehouse.catalog import read_classes
+
+    catalog = read_classes()
+    if classes.strip() not in ("ingested", "all"):
+        from flows.harvest import _select_classes
+
+        _select_classes(None, classes)  # an explicit wnid list needs no warehouse to be checked
+    if descriptions is not None:
+        read_descriptions(_input_file(descriptions, "--descriptions"), catalog)
+
+
+def preflight_images(captions: Path | None, flickr_urls: Path | None) -> None:
+    """Refuse a missing or malformed captions file and a missing URL list."""
+    if captions is not None:
+        from tasks.captions import read_captions
+
+        read_captions(_input_file(captions, "--captions"))
+    if flickr_urls is not None:
+        _input_file(flickr_urls, "--flickr-urls")
+
+
+def _input_file(path: Path, option: str) -> Path:
+    from tasks.errors import InputError
+
+    if not path.exists():
+        raise InputError(f"{option}: no such file: {path}")
+    if not path.is_file():
+        raise InputError(f"{option}: {path} is not a file")
+    return path
 
 
 def register(app: typer.Typer) -> None:

@@ -105,17 +105,13 @@ def preflight(base_model: str, allow_invalid: bool) -> None:
             check_gate(con, list(TRAINING_SUITES))
         finally:
             con.close()
-    # huggingface_hub logs each retry of an unreachable hub; the one line that matters is ours.
-    # (Imported first: its import sets the level of its loggers.)
-    import huggingface_hub  # noqa: F401
-
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)
+    # huggingface_hub logs a warning for each retry of an unreachable hub (and the libraries it
+    # imports reset logger levels), so warnings are off while it looks: the line that matters is ours.
+    logging.disable(logging.WARNING)
     try:
         check_base_model(base_model)
     finally:
-        hub_log.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 def echo_summary(summary: dict) -> None:
