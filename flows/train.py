@@ -145,6 +145,7 @@ def train_flow(
         }
         if dist.is_main:
             training.record_training_run(wh, run_row)
+            training.record_folds(wh, rid, data.image_folds)
         order = [*range(folds), -1]
         rows: list[dict] = []
 

@@ -56,7 +56,21 @@ def test_train_flow_registers_both_kinds_per_fold_and_reports(seeded, settings):
 
     summary = train_flow(**QUICK)
     rows = _models(seeded)
-    assert len(rows) == 6 and len(summary["models"]) == 6
+    # four kinds, each K fold models and one on everything: the encoder-based two use the offline MiniLM
+    assert len(rows) == 12 and len(summary["models"]) == 12
+    for kind in ("frozen", "similarity"):
+        mine = [r for r in rows if r["params"]["kind"] == kind]
+        assert sorted(r["fold"] for r in mine) == [-1, 0, 1] and {r["base_model"] for r in mine} == {
+            "minilm-offline"
+        }
+        assert all(r["metrics"]["top1"] >= 0.6 for r in mine if r["fold"] >= 0), mine  # chance is 0.25
+        assert all(r["params"]["temperature"] > 0 for r in mine)
+    from tasks.encoders import EncoderScorer
+
+    frozen = EncoderScorer.load(
+        next(r for r in rows if r["params"]["kind"] == "frozen" and r["fold"] == -1)["path"]
+    )
+    assert frozen.labels[frozen.predict_proba(["a goldfish swimming in its bowl"]).argmax()] == "n01443537"
     for kind, base in (("baseline", "tfidf-linear"), ("transformer", "tiny-roberta")):
         mine = [r for r in rows if r["params"]["kind"] == kind]
         assert sorted(r["fold"] for r in mine) == [-1, 0, 1] and {r["base_model"] for r in mine} == {base}
@@ -88,7 +102,9 @@ def test_train_flow_registers_both_kinds_per_fold_and_reports(seeded, settings):
     text = Path(report).read_text()
     assert "tfidf-linear" in text and "tiny-roberta" in text and "<svg" in text
     assert con.execute("SELECT count(*) FROM training_history WHERE kind = 'eval'").fetchone()[0] >= 2
-    assert con.execute("SELECT count(*) FROM latest_models").fetchone()[0] == 6
+    assert con.execute("SELECT count(*) FROM latest_models").fetchone()[0] == 12
+    # the folds are stored per run, one row per training image
+    assert con.execute("SELECT count(DISTINCT image_id) FROM training_folds").fetchone()[0] == 64
     assert summary["held_out"]["baseline"]["top1"] >= 0.9
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -104,7 +120,7 @@ def test_train_flow_registers_both_kinds_per_fold_and_reports(seeded, settings):
     again = train_flow(**QUICK)
     assert again["models"] == summary["models"]
     rows_again = _models(seeded)
-    assert len(rows_again) == 6 and {r["run_id"] for r in rows_again} == {again["run_id"]}
+    assert len(rows_again) == 12 and {r["run_id"] for r in rows_again} == {again["run_id"]}
     assert [r["metrics"] for r in rows_again] == [r["metrics"] for r in rows]
 
 
