@@ -36,7 +36,12 @@ from torch import nn
 from tasks.errors import InputError
 
 # The mean-pooled head lives in a self-contained module that `save_pretrained` copies beside the weights.
-from tasks.modeling_mean_pooled import MODEL_TYPE_PREFIX, mean_pooled_classes, mean_pooled_config
+from tasks.modeling_mean_pooled import (
+    MODEL_TYPE_PREFIX,
+    encoder_type,
+    mean_pooled_classes,
+    mean_pooled_config,
+)
 from tasks.modeling_mean_pooled import mean_pool as mean_pool  # re-exported: tasks.encoders uses it
 
 log = logging.getLogger(__name__)
@@ -169,16 +174,37 @@ def resolve_base_model(base_model: str) -> str:
     return base_model
 
 
-def check_base_model(base_model: str) -> str:
-    """Fail early, with the offline aliases named, when a base model cannot be loaded; returns its source."""
+def _pretrained_config(source: str, **kwargs):
+    """`AutoConfig.from_pretrained`, also for a classifier imtext saved with the mean-pooled head (whose
+    model type transformers knows only through remote code)."""
     from transformers import AutoConfig
 
+    path = Path(source) / "config.json"
+    model_type = json.loads(path.read_text()).get("model_type", "") if path.is_file() else ""
+    if model_type.startswith(MODEL_TYPE_PREFIX):
+        return mean_pooled_classes(model_type)[0].from_pretrained(source, **kwargs)
+    return AutoConfig.from_pretrained(source, **kwargs)
+
+
+def _stock_config(config):
+    """The encoder's own config type for a mean-pooled config (same fields), for a first-token head."""
+    from transformers import AutoConfig
+
+    if not config.model_type.startswith(MODEL_TYPE_PREFIX):
+        return config
+    skip = ("model_type", "auto_map", "architectures", "transformers_version")
+    values = {k: v for k, v in config.to_dict().items() if k not in skip}
+    return AutoConfig.for_model(encoder_type(config.model_type), **values)
+
+
+def check_base_model(base_model: str) -> str:
+    """Fail early, with the offline aliases named, when a base model cannot be loaded; returns its source."""
     source = resolve_base_model(base_model)
     if source == TINY_ROBERTA:
         return source
     try:
         with _quiet_transformers():
-            AutoConfig.from_pretrained(source)
+            _pretrained_config(source)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
     return source
@@ -232,7 +258,7 @@ def build_classifier(
     The new head's weights (and tiny-roberta's whole network) are drawn from a generator seeded
     with `seed`.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, RobertaConfig
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, RobertaConfig
 
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
@@ -271,14 +297,14 @@ def build_classifier(
 
     try:
         with _quiet_transformers():
-            config = AutoConfig.from_pretrained(source, **maps)
+            config = _pretrained_config(source, **maps)
             tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as exc:
         raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
+    saved_mean_pooled = config.model_type.startswith(MODEL_TYPE_PREFIX)  # a classifier imtext saved
     if pooling == "auto":
-        pooling = "mean" if _is_mean_pooled_sentence_model(Path(source)) else "cls"
-    if pooling == "mean":
-        config = _mean_pooled_config(config)
+        pooling = "mean" if saved_mean_pooled or _is_mean_pooled_sentence_model(Path(source)) else "cls"
+    config = _mean_pooled_config(config) if pooling == "mean" else _stock_config(config)
     config.imtext_pooling = pooling
     config.imtext_base_model = base_model
     config.imtext_max_length = max_length
@@ -289,10 +315,9 @@ def build_classifier(
     torch.manual_seed(seed)
     try:
         with _quiet_transformers():
-            if pooling == "mean":
-                model = mean_pool_class(config).from_pretrained(source, config=config)
-            else:
-                model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+            # A classifier checkpoint as base: its head is kept when the classes match, else drawn anew.
+            model_cls = mean_pool_class(config) if pooling == "mean" else AutoModelForSequenceClassification
+            model = model_cls.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
     except OSError as exc:
         raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
     return model, tokenizer, pooling

@@ -18,6 +18,7 @@ from tasks.classifier import (
     MINILM_OFFLINE,
     TINY_ROBERTA,
     build_classifier,
+    check_base_model,
     labels_of,
     load_classifier,
     make_portable,
@@ -252,3 +253,22 @@ def test_a_mean_pooled_model_saved_by_an_older_imtext_is_made_portable(tmp_path)
     assert (folder / "modeling_mean_pooled.py").exists()
     assert predict_logits(*load_classifier(folder), PROBES) == pytest.approx(before, abs=1e-5)
     assert make_portable(folder) is False  # already portable
+
+
+def test_a_saved_classifier_is_a_base_model_for_the_next_training(tmp_path):
+    texts = [t for w in WNIDS for t in synthetic_texts(random.Random(3), w, 4)]
+    model, tokenizer, _ = build_classifier(TINY_ROBERTA, WNIDS, corpus=texts, max_length=32, seed=5)
+    folder = str(save_classifier(model, tokenizer, tmp_path / "first"))
+    assert check_base_model(folder) == str(Path(folder).resolve())
+
+    again, again_tok, pooling = build_classifier(folder, WNIDS, max_length=32)
+    assert pooling == "mean" and type(again).__name__ == "MeanPooledRobertaForSequenceClassification"
+    # same classes: the head comes along, so the predictions are the saved model's
+    assert predict_logits(again, again_tok, PROBES) == pytest.approx(
+        predict_logits(model, tokenizer, PROBES), abs=1e-5
+    )
+
+    fewer, _, _ = build_classifier(folder, WNIDS[:2], max_length=32)  # other classes: a new head
+    assert labels_of(fewer) == WNIDS[:2] and fewer.classifier.out_features == 2
+    first_token, _, pooling = build_classifier(folder, WNIDS, pooling="cls", max_length=32)
+    assert pooling == "cls" and first_token.config.model_type == "roberta"
