@@ -22,7 +22,7 @@ def _register() -> None:
     """Attach every command module; each imports its flow only when its command runs."""
     import importlib
 
-    for name in ("ingest", "harvest", "validate", "train", "curate", "export", "serve", "demo"):
+    for name in ("ingest", "harvest", "validate", "train", "curate", "export", "maintenance", "serve", "demo"):
         importlib.import_module(f"flows.commands.{name}").register(app)
 
 

@@ -53,8 +53,38 @@ def validate_flow(
         publish_summary_task(report)
     finally:
         wh.close()
+    emit_outcome(report, suite)
     if report.failed_blocking:
         logger.warning("validation failed: %s", ", ".join(report.failed_blocking))
     if report.failed_warnings:
         logger.info("warnings: %s", ", ".join(report.failed_warnings))
     return report.summary()
+
+
+# Events a Prefect automation can react to (README, "Alerts"): `imtext.validation.failed` when a
+# blocking expectation fails, `imtext.validation.passed` otherwise; resource `imtext.warehouse`.
+VALIDATION_FAILED = "imtext.validation.failed"
+VALIDATION_PASSED = "imtext.validation.passed"
+WAREHOUSE_RESOURCE = "imtext.warehouse"
+
+
+def emit_outcome(report: runner.Report, suite: str | None):
+    """Emit the validation's outcome as a Prefect event (related to this flow run); the event or None."""
+    from prefect.events import emit_event
+
+    failed = bool(report.failed_blocking)
+    try:
+        return emit_event(
+            event=VALIDATION_FAILED if failed else VALIDATION_PASSED,
+            resource={"prefect.resource.id": WAREHOUSE_RESOURCE, "prefect.resource.name": "imtext warehouse"},
+            payload={
+                "run_id": report.run_id,
+                "snapshot": report.snapshot,
+                "suites": suite or "all",
+                "failed_blocking": list(report.failed_blocking),
+                "failed_warnings": list(report.failed_warnings),
+            },
+        )
+    except Exception as exc:  # an event is never worth failing the validation for
+        get_run_logger().warning("validation event not emitted: %s", exc)
+        return None

@@ -307,6 +307,35 @@ class Warehouse:
             con.execute("CALL ducklake_merge_adjacent_files(?)", [ALIAS])
         return True
 
+    def expire_and_clean(
+        self, older_than_days: float = 30.0, grace_hours: float = 24.0, dry_run: bool = False
+    ) -> dict:
+        """Expire old snapshots and delete the Parquet files no snapshot needs any more.
+
+        A snapshot is expired once it is older than `older_than_days`, unless it is the latest or a
+        model, training run, curation or export names it (those stay readable with time travel).
+        A file is deleted once it was left unused for `grace_hours`, so a reader still pinned to a
+        snapshot expired moments ago keeps its files until the next run. `dry_run` only counts.
+        Returns the expired snapshot ids and the files deleted (or that would be).
+        """
+        cutoff = _utc(time.time() - older_than_days * 86400)
+        con = self.con
+        with self._lock():
+            expired = [
+                r[0]
+                for r in con.execute(
+                    load_query("maintenance_expirable"), {"catalog": ALIAS, "cutoff": cutoff}
+                ).fetchall()
+            ]
+            if expired and not dry_run:
+                con.execute("CALL ducklake_expire_snapshots(?, versions => ?::UBIGINT[])", [ALIAS, expired])
+            files_cutoff = _utc(time.time() - grace_hours * 3600)  # after the expiry: grace 0 is now
+            files = con.execute(
+                "CALL ducklake_cleanup_old_files(?, older_than => ?, dry_run => ?)",
+                [ALIAS, files_cutoff, dry_run],
+            ).fetchall()
+        return {"expired_snapshots": expired, "deleted_files": [r[0] for r in files], "dry_run": dry_run}
+
 
 def _load_classes(con: duckdb.DuckDBPyConnection) -> None:
     """Load the bundled class catalog into `classes` (anti-join on wnid, so it never duplicates)."""
@@ -347,6 +376,12 @@ def _sandbox(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def _utc(epoch_s: float):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC)
 
 
 def _literal(value: str) -> str:
