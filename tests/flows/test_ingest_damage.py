@@ -50,11 +50,16 @@ def test_cut_and_damaged_class_tars_leave_quarantine_rows(tmp_path, monkeypatch)
                 info.size = len(data)
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
 
+    def expired(signum, frame):  # not an OSError (TimeoutError is one): nothing may catch it as damage
+        raise AssertionError("ingest did not end: a damaged header made it loop")
+
+    previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm(300)  # a pax record of length 0 once made this loop forever
     try:
         summary, con = ingest_into(tmp_path / "home", monkeypatch, train)
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     rows = {p: (r, d) for p, r, d in con.execute("SELECT path, reason, detail FROM quarantine").fetchall()}
     reason, detail = rows[f"{train}::{cut_half}"]
     assert reason == "truncated-archive" and detail.startswith("truncated archive")

@@ -11,21 +11,9 @@ import pytest
 
 from tasks.captions import import_captions
 from tasks.text import clean_series, clean_text
+from tests.unit.test_harvest_bounds import add_images
 
 LIVE = re.compile(r"<[A-Za-z!/]")  # what a browser would start reading as a tag
-
-
-def add_images(wh, ids: list[str]) -> None:
-    frame = pl.DataFrame(
-        {"image_id": ids, "wnid": [i.split("_")[0] for i in ids], "split": ["train"] * len(ids)}
-    )
-
-    def insert(con):
-        con.register("new_images", frame.to_arrow())
-        con.execute("INSERT INTO images (image_id, wnid, split) SELECT * FROM new_images")
-        con.unregister("new_images")
-
-    wh.write(insert)
 
 
 @pytest.mark.parametrize(
