@@ -9,10 +9,8 @@ with a reason instead of stopping the others.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_DIR / "prefect.yaml"
-WAREHOUSE_WRITE_LIMIT = "warehouse-write"
 
 
 @dataclass(frozen=True)
@@ -40,6 +37,7 @@ class DeploymentSpec:
     job_variables: dict[str, Any] = field(default_factory=dict)
     concurrency_limit: int | None = None
     collision_strategy: str = "ENQUEUE"
+    schedules: tuple[dict[str, Any], ...] = ()
 
     @property
     def flow_file(self) -> str:
@@ -92,6 +90,7 @@ def load_project(prefect_file: Path = PREFECT_FILE) -> ProjectSpec:
                 job_variables=dict(work_pool.get("job_variables") or {}),
                 concurrency_limit=limit,
                 collision_strategy=strategy,
+                schedules=tuple(entry.get("schedules") or ()),
             )
         )
     return ProjectSpec(
@@ -177,7 +176,40 @@ def register_deployment(spec: DeploymentSpec, project_dir: Path = PROJECT_DIR) -
         job_variables=spec.job_variables,
     )
     add_parameter_descriptions(deployment._parameter_openapi_schema, project_dir / spec.entrypoint)
+    if spec.schedules:
+        deployment.schedules = deployment_schedules(spec)
     return f"{deployment.flow_name}/{spec.name}", str(deployment.apply())
+
+
+def deployment_schedules(spec: DeploymentSpec) -> list:
+    """The cron schedules of a prefect.yaml entry, each active or not as its `active:` says.
+
+    Every schedule gets a slug (given, or `<deployment>-<n>`), so registering again updates it
+    in place rather than adding a copy.
+    """
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    schedules = []
+    for n, entry in enumerate(spec.schedules):
+        if not entry.get("cron"):
+            raise ValueError(f"deployment {spec.name}: imtext registers cron schedules only, not {entry}")
+        schedules.append(
+            DeploymentScheduleCreate(
+                schedule=CronSchedule(cron=entry["cron"], timezone=entry.get("timezone") or "UTC"),
+                active=_flag(entry.get("active", True)),
+                parameters=dict(entry.get("parameters") or {}),
+                slug=entry.get("slug") or f"{spec.name}-{n}",
+            )
+        )
+    return schedules
+
+
+def _flag(value) -> bool:
+    """A YAML switch: a boolean, or a string such as "true"/"on"/"1"."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "on", "yes", "1")
+    return bool(value)
 
 
 def annotated_descriptions(fn) -> dict[str, str]:
@@ -242,48 +274,3 @@ def setup_project(
             continue
         result.deployments[full_name] = deployment_id
     return result
-
-
-_limit_exists: dict[str, bool] = {}
-
-
-def _write_limit_exists() -> bool:
-    """Whether the server has the `warehouse-write` limit; asked once per process and API."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
-
-    api = PREFECT_API_URL.value() or ""
-    if api not in _limit_exists:
-        try:
-            with get_client(sync_client=True) as client:
-                client.read_global_concurrency_limit_by_name(WAREHOUSE_WRITE_LIMIT)
-            _limit_exists[api] = True
-        except ObjectNotFound:
-            _limit_exists[api] = False
-    return _limit_exists[api]
-
-
-@contextlib.contextmanager
-def warehouse_write_slot(timeout_s: float | None = None) -> Iterator[None]:
-    """Hold one slot of the `warehouse-write` global concurrency limit, inside a flow run.
-
-    Outside a flow run, or when the server has no such limit (it is created by `imtext serve`),
-    this does nothing, so plain function calls and tests are unaffected. Wrap each warehouse
-    transaction (short), never a whole flow.
-    """
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None or not _write_limit_exists():
-        yield
-        return
-    from prefect.concurrency.sync import concurrency
-
-    with concurrency(
-        WAREHOUSE_WRITE_LIMIT,
-        occupy=1,
-        timeout_seconds=timeout_s,
-        strict=False,
-        raise_on_lease_renewal_failure=False,
-    ):
-        yield

@@ -212,6 +212,8 @@ def test_prefect_yaml_is_what_prefect_deploy_reads():
         "curate",
         "export",
         "pipeline",
+        "maintenance",
+        "harvest-images-retry-failed",
     }
     for name, deployment in by_name.items():
         assert deployment.work_pool.name == raw_yaml["setup"]["work_pool"]["name"]
@@ -232,7 +234,7 @@ def test_project_spec_reads_prefect_yaml():
     spec = load_project()
     assert spec.pool == "imtext" and spec.pool_type == "process"
     assert {q["name"]: q["concurrency_limit"] for q in spec.queues}["gpu"] == 1
-    assert [g["name"] for g in spec.global_limits] == ["warehouse-write"]
+    assert spec.global_limits == ()  # the warehouse writer lock serialises commits, no Prefect limit
     ingest = next(d for d in spec.deployments if d.name == "ingest")
     assert ingest.entrypoint == "flows/ingest.py:ingest_flow"
     assert ingest.work_queue == "default" and ingest.concurrency_limit == 1
@@ -257,4 +259,7 @@ def test_every_deployment_points_at_a_flow_of_the_same_name():
             for kw in d.keywords
             if kw.arg == "name"
         ]
-        assert names == [spec.name], f"{spec.entrypoint} is not @flow(name={spec.name!r})"
+        # a second deployment of a flow is named after it: harvest-images-retry-failed
+        assert len(names) == 1 and (spec.name == names[0] or spec.name.startswith(names[0] + "-")), (
+            f"{spec.entrypoint} is not @flow(name={spec.name!r})"
+        )
