@@ -11,6 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -67,6 +68,7 @@ tokenizer = AutoTokenizer.from_pretrained(folder)
 with torch.no_grad():
     logits = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt")).logits
 out["auto"] = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+out["logits"] = logits.tolist()
 classify = pipeline("text-classification", model=folder, trust_remote_code=True)
 out["pipeline"] = [r["label"] for r in classify(texts, truncation=True)]
 out["id2label"] = {str(k): v for k, v in model.config.id2label.items()}
@@ -150,6 +152,10 @@ def test_saved_model_predicts_the_same_classes_without_imtext(tmp_path, monkeypa
         else "MeanPooledBertForSequenceClassification"
     )
     assert outside["auto"] == expected
+    model, tokenizer = load_classifier(folder)  # not just the same winner: the same numbers
+    np.testing.assert_allclose(
+        np.array(outside["logits"]), predict_logits(model, tokenizer, PROBES), atol=1e-4
+    )
     assert outside["pipeline"] == expected
     assert len(set(expected)) > 1  # a trained model, not one answer for everything
     # without trust_remote_code the custom head is refused, never replaced by a random one
