@@ -141,7 +141,6 @@ class CuratedData:
     classes: pl.DataFrame = field(default_factory=pl.DataFrame)
     scorers: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
-    _by_image: dict | None = field(default=None, repr=False)
 
     @property
     def wnids(self) -> list[str]:
@@ -238,14 +237,23 @@ def _json(value):
     return value
 
 
-def ordered_splits(images: pl.DataFrame, seed: int) -> dict[str, list[dict]]:
-    """The image rows of each split in a shuffled order fixed by `seed` (train first, then validation)."""
-    out: dict[str, list[dict]] = {}
+def ordered_splits(data: CuratedData, seed: int) -> dict[str, pl.DataFrame]:
+    """The images of each split, with their kept texts (best first), in a shuffled order fixed by `seed`.
+
+    Train comes first, then validation. The rows stay in Arrow until a window of them is written, so
+    a million images with their texts cost what their columns cost, not a million Python dicts.
+    """
+    kept = (
+        data.texts.sort(["image_id", "p_true", "text_id"], descending=[False, True, False])
+        .group_by("image_id", maintain_order=True)
+        .agg(pl.struct("text_id", "source", "field", "text", "p_true").alias("texts"))
+    )
+    images = data.images.join(kept, on="image_id", how="left")
+    out: dict[str, pl.DataFrame] = {}
     rank = {name: i for i, name in enumerate(SPLIT_NAMES.values())}
     for split in sorted(images["split"].unique().to_list(), key=lambda s: (rank.get(s, len(rank)), s)):
-        rows = images.filter(pl.col("split") == split).sort("image_id").to_dicts()
-        order = np.random.default_rng(seed).permutation(len(rows))
-        out[split] = [rows[i] for i in order]
+        rows = images.filter(pl.col("split") == split).sort("image_id")
+        out[split] = rows[np.random.default_rng(seed).permutation(rows.height)]
     return out
 
 
@@ -269,10 +277,9 @@ def _reader() -> Callable[[str], bytes]:
     return read_image_bytes
 
 
-def samples(data: CuratedData, rows: list[dict], *, threads: int = 8) -> Iterator[dict]:
-    """The samples of `rows` (image rows, in the order given), image bytes read in parallel threads."""
+def samples(data: CuratedData, rows: pl.DataFrame, *, threads: int = 8) -> Iterator[dict]:
+    """The samples of `rows` (from `ordered_splits`, in that order), image bytes read in parallel threads."""
     read = _reader()
-    by_image = _texts_by_image(data)
     descriptions = _descriptions_by_class(data)
 
     def fetch(row: dict) -> bytes | None:
@@ -283,12 +290,12 @@ def samples(data: CuratedData, rows: list[dict], *, threads: int = 8) -> Iterato
             return None
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for start in range(0, len(rows), 4 * threads):  # a bounded window of images in memory
-            window = rows[start : start + 4 * threads]
+        for start in range(0, rows.height, 4 * threads):  # a bounded window of images in memory
+            window = rows.slice(start, 4 * threads).to_dicts()
             for row, raw in zip(window, pool.map(fetch, window), strict=True):
                 if raw is None:
                     continue
-                kept = by_image.get(row["image_id"], [])
+                kept = row["texts"] or []
                 if kept:
                     caption, caption_source = kept[0]["text"], "image-text"
                 else:
@@ -307,19 +314,6 @@ def samples(data: CuratedData, rows: list[dict], *, threads: int = 8) -> Iterato
                     "texts": kept,
                     "class_texts": descriptions.get(row["wnid"], []),
                 }
-
-
-def _texts_by_image(data: CuratedData) -> dict[str, list[dict]]:
-    cache = data._by_image
-    if cache is None:
-        cache = {}
-        ordered = data.texts.sort(["image_id", "p_true", "text_id"], descending=[False, True, False])
-        for row in ordered.iter_rows(named=True):
-            cache.setdefault(row["image_id"], []).append(
-                {k: row[k] for k in ("text_id", "source", "field", "text", "p_true")}
-            )
-        data._by_image = cache
-    return cache
 
 
 def _descriptions_by_class(data: CuratedData) -> dict[str, list[dict]]:
@@ -547,7 +541,7 @@ def write_parquet(data: CuratedData, root: Path, options: Options, on_sample=Non
     result = ExportResult("parquet", root)
     schema = _parquet_schema(data)
     folder = root / PARQUET_DATA
-    for split, rows in ordered_splits(data.images, options.seed).items():
+    for split, rows in ordered_splits(data, options.seed).items():
         shards = _write_split_shards(
             data,
             rows,
@@ -569,7 +563,7 @@ def write_parquet(data: CuratedData, root: Path, options: Options, on_sample=Non
 def write_webdataset(data: CuratedData, root: Path, options: Options, on_sample=None) -> ExportResult:
     """Tar shards `{split}/shard-NNNNNN.tar` of `<key>.jpg`, `.cls`, `.txt` and `.json` per sample."""
     result = ExportResult("webdataset", root)
-    for split, rows in ordered_splits(data.images, options.seed).items():
+    for split, rows in ordered_splits(data, options.seed).items():
         shards = _write_split_shards(
             data,
             rows,
