@@ -1,4 +1,4 @@
-"""Model cards: the `README.md` written beside every saved classifier (transformer or TF-IDF baseline).
+"""Model cards: the `README.md` written beside every saved model (transformer, TF-IDF baseline, encoder heads).
 
 A card says what the model is (base model, head, classes), what it learnt from (warehouse snapshot,
 folds, sample counts), how well it did on the images it never saw, what it is for and not for, and how
@@ -24,7 +24,7 @@ _METRICS = (
 
 
 def folder_labels(model_dir: Path) -> list[str]:
-    """The wnid of each output column, read from the saved folder (config.json or baseline.json)."""
+    """The wnid of each output column, read from the saved folder (config.json, baseline.json, encoder.json)."""
     config = model_dir / "config.json"
     if config.exists():
         id2label = json.loads(config.read_text())["id2label"]
@@ -51,6 +51,11 @@ def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _py(value: object) -> str:
+    """A Python string literal of `value` (a path with quotes or backslashes stays valid code)."""
+    return json.dumps(str(value))
 
 
 def _md(text: object) -> str:
@@ -140,7 +145,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-folder = "{folder}"
+folder = {_py(folder)}
 meta = json.load(open(f"{{folder}}/encoder.json"))
 head = np.load(f"{{folder}}/head.npz")
 encoder = "{source}"  # `{encoder}`
@@ -157,7 +162,7 @@ logits = (embeddings @ head["weight"].T + head["bias"]) / meta["temperature"]
 [meta["labels"][i] for i in logits.argmax(1)]  # wnids; softmax(logits) gives probabilities
 ```
 
-Inside imtext: `tasks.encoders.EncoderScorer.load("{folder}")`."""
+Inside imtext: `tasks.encoders.EncoderScorer.load({_py(folder)})`."""
 
 
 def _load_text(kind: str, pooling: str | None, folder: Path, example: str, max_length) -> str:
@@ -169,12 +174,12 @@ above. A joblib file runs code when it is loaded: load only files you trust.
 ```python
 import joblib
 
-model = joblib.load("{folder}/model.joblib")
+model = joblib.load({_py(folder / "model.joblib")})
 model.predict(["{example}"])         # wnids
 model.predict_proba(["{example}"])   # one column per class, in model.labels order
 ```
 
-Inside imtext: `tasks.baseline.load_baseline("{folder}")`. The wnids are also listed, in column order,
+Inside imtext: `tasks.baseline.load_baseline({_py(folder)})`. The wnids are also listed, in column order,
 in `baseline.json`."""
     truncation = f"texts are cut at {max_length} tokens, as in training" if max_length else "as in training"
     if pooling == "mean":
@@ -193,7 +198,7 @@ silently putting an untrained head on the encoder.
     return f"""{remote}```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-folder = "{folder}"
+folder = {_py(folder)}
 classify = pipeline("text-classification", model=folder{flag})
 classify(["{example}"], truncation=True, top_k=5)  # labels are wnids; truncation=True: {truncation}
 
@@ -203,7 +208,7 @@ logits = model(**tokenizer(["{example}"], truncation=True, return_tensors="pt"))
 model.config.id2label[int(logits.argmax(-1))]  # a wnid
 ```
 
-Inside imtext: `tasks.classifier.load_classifier("{folder}")`."""
+Inside imtext: `tasks.classifier.load_classifier({_py(folder)})`."""
 
 
 def render_model_card(
