@@ -7,8 +7,10 @@ flow, which never knows it runs a demo.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 from flows.demo.sample import generate_sample
 from flows.demo.servers import serve_apis
@@ -88,6 +90,23 @@ def run_demo(
     return summary
 
 
+RELEVANCE_FIGURES = Path(__file__).with_name("relevance_figures.json")
+
+
+def print_relevance_figures(echo=print, path: Path = RELEVANCE_FIGURES) -> None:
+    """The demo's texts are the demo's own: beside its figures, those measured on real descriptions
+    nobody here wrote (`bench/relevance.py`, copied into `relevance_figures.json` with `--demo-figures`)."""
+    if not path.exists():
+        return
+    figures = json.loads(path.read_text(encoding="utf-8"))
+    echo(f"  on real descriptions nobody here wrote ({figures['what']}; {figures['measured']}):")
+    for row in figures["rows"]:
+        echo(
+            f"    {row['set']:<11} {row['scorer']:<9} kept {100 * row['kept_relevant']:5.1f}% of relevant, "
+            f"dropped {100 * row['dropped_irrelevant']:5.1f}% of irrelevant"
+        )
+
+
 def print_summary(summary: dict, echo=print) -> None:
     """What the demo did, where the results are, and queries to try."""
     curate = summary.get("curate", {})
@@ -107,6 +126,9 @@ def print_summary(summary: dict, echo=print) -> None:
         )
     if curate.get("scorer"):
         echo(f"  scorer: {curate['scorer']} ({curate.get('scorer_reason', '')})")
+    if curate.get("dropped_by_reason"):
+        echo("  dropped because: " + ", ".join(f"{n} {r}" for r, n in curate["dropped_by_reason"].items()))
+    print_relevance_figures(echo)
     for key in ("report", "data_docs"):
         for part in summary.values():
             if isinstance(part, dict) and part.get(key):
