@@ -246,6 +246,8 @@ _MAX_EXTENDED = 1 << 20
 def _number(field: bytes) -> int:
     """A tar header number: octal text, or base-256 when the first byte's high bit is set."""
     if field[:1] and field[0] & 0x80:
+        if field[0] == 0xFF:  # base-256 negative: no size or time of ours is below zero
+            raise ValueError("a numeric field is negative")
         return int.from_bytes(field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()
     if not text:
