@@ -289,15 +289,24 @@ def test_every_export_carries_a_dataset_card(env, tmp_path):
     assert "Dashenkov" in card and "10.30837/2522-9818.2025.1.020" in card
 
 
-def test_only_with_text_exports_the_images_with_a_kept_text(env, tmp_path):
-    from flows.export import export_flow
+def test_only_with_text_exports_the_images_with_a_kept_text_through_the_command(env, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
 
     expected = env["expected"]
     assert 0 < expected["with_text"] < expected["images"]
-    result = export_flow(format="webdataset", out=str(tmp_path / "wds"), only_with_text=True)
-    assert result["images"] == expected["with_text"] and result["texts"] == len(expected["texts"])
-    card = (tmp_path / "wds" / "README.md").read_text()
-    assert "Only images with at least one kept text" in card
+    out = tmp_path / "wds"
+    done = CliRunner().invoke(
+        app, ["export", "--format", "webdataset", "--out", str(out), "--only-with-text"]
+    )
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["images"] == expected["with_text"]
+    assert manifest["counts"]["texts"] == len(expected["texts"]) and manifest["options"]["only_with_text"]
+    splits = manifest["splits"]
+    assert f"(train {splits['train']['images']}, validation {splits['validation']['images']})" in done.output
+    assert "Only images with at least one kept text" in (out / "README.md").read_text()
 
 
 def tree(folder: Path) -> dict[str, bytes]:
