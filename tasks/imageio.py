@@ -276,7 +276,7 @@ def _pax(data: bytes) -> dict[str, str]:
     """
     out, pos, end = {}, 0, len(data)
     while pos < end:
-        if not data[pos:].strip(b"\0"):  # NUL padding after the last record
+        if data[pos] == 0 and not data[pos:].strip(b"\0"):  # NUL padding after the last record
             break
         space = data.find(b" ", pos, pos + 21)
         digits = data[pos:space] if space > pos else b""
