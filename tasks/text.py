@@ -133,8 +133,8 @@ def settle_markup(text: str) -> str:
     """Decode entities, normalise (NFKC) and strip markup until the text no longer changes.
 
     Decoding after stripping is what turned `&lt;script&gt;` into a live `<script>`; here decoding
-    is always followed by stripping, and repeated, so no depth of encoding brings markup back. Each
-    pass that changes the text shortens it; texts nested deeper than `_MAX_PASSES` lose every `<`
+    is always followed by stripping, and repeated, so no depth of encoding brings markup back. A
+    text still changing after `_MAX_PASSES` passes (encoded that many times over) loses every `<`
     and `>`, so even then nothing that a browser would read as a tag remains.
     """
     for _ in range(_MAX_PASSES):
