@@ -137,6 +137,9 @@ def test_parquet_loads_with_datasets_and_pyarrow_with_splits_and_labels(env, tmp
         import datasets, pyarrow.parquet as pq
         out = pathlib.Path(json.loads(os.environ["ARGS"])["out"])
         ds = datasets.load_dataset("parquet", data_dir=str(out))
+        by_card = datasets.load_dataset(str(out))  # the card's `configs` name the split files
+        import pyarrow.dataset
+        table = pyarrow.dataset.dataset(out / "data").to_table(columns=["image_id", "split", "label"])
         label = ds["train"].features["label"]
         groups = [pq.ParquetFile(p).metadata for p in sorted((out / "data").glob("*.parquet"))]
         image = ds["validation"][0]["image"]
@@ -147,11 +150,17 @@ def test_parquet_loads_with_datasets_and_pyarrow_with_splits_and_labels(env, tmp
             "image_type": type(ds["train"].features["image"]).__name__, "size": list(image.size),
             "row_groups": [[m.row_group(g).num_rows for g in range(m.num_row_groups)] for m in groups],
             "train_order": list(ds["train"]["image_id"]),
+            "by_card": {s: len(d) for s, d in by_card.items()},
+            "pyarrow": sorted(zip(*table.to_pydict().values())),
         }))
         """,
         out=str(out),
     )
     assert loaded["splits"] == expected["splits"]
+    assert loaded["by_card"] == {s: len(ids) for s, ids in expected["splits"].items()}
+    assert [tuple(r) for r in loaded["pyarrow"]] == sorted(
+        (i, s, label) for s, ids in expected["splits"].items() for i, label in ids.items()
+    )
     assert sorted(map(tuple, loaded["texts"])) == sorted(expected["texts"])
     assert loaded["label_type"] == "ClassLabel" and len(loaded["names"]) == 1000
     assert loaded["names"][:3] == expected["names"][:3]
