@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.errors import InputError
+from tasks.probability import softmax as _softmax
 
 BASELINE_NAME = "tfidf-linear"
 MODEL_FILE = "model.joblib"
@@ -61,12 +62,6 @@ class TfidfLinearModel:
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [self.labels[i] for i in self.decision_function(texts).argmax(axis=1)]
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:

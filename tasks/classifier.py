@@ -43,6 +43,7 @@ from tasks.modeling_mean_pooled import (
     mean_pooled_config,
 )
 from tasks.modeling_mean_pooled import mean_pool as mean_pool  # re-exported: tasks.encoders uses it
+from tasks.probability import softmax
 
 log = logging.getLogger(__name__)
 
@@ -493,12 +494,6 @@ def predict_logits(
     finally:
         model.train(was_training)
     return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def predict_proba(model, tokenizer, texts: Sequence[str], **kwargs) -> np.ndarray:

@@ -179,9 +179,10 @@ class EncoderScorer:
         return cls(EncoderHeadModel.load(path), **kwargs)
 
     def log_proba(self, texts: Sequence[str]) -> np.ndarray:
+        from tasks.probability import log_softmax
+
         z = self.model.logits_of(self.encoder.embed(texts, self.batch_size)).astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        return (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).astype(np.float32)
+        return log_softmax(z).astype(np.float32)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return np.exp(self.log_proba(texts))

@@ -47,6 +47,8 @@ from tasks.policy import (  # noqa: F401  (the policy's names are part of this m
     Policy,
     decide,
 )
+from tasks.probability import log_softmax as _log_softmax
+from tasks.probability import softmax as _softmax
 
 log = logging.getLogger(__name__)
 
@@ -174,17 +176,6 @@ def choose_threshold(curve: pl.DataFrame, target_precision: float) -> tuple[floa
 
 
 # -- scorers -----------------------------------------------------------------------------------
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    return z / z.sum(axis=1, keepdims=True)
 
 
 class TransformerScorer:
