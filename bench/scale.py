@@ -302,18 +302,13 @@ def stages(meta: dict, work: Path, max_train_samples: int) -> list[tuple[str, li
 
 
 def base_env(prefect_home: Path, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "IMTEXT_"))}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        IMTEXT_HOME=str(home),
-        PYTHONPATH=str(ROOT),
-    )
-    return env
+    from bench.startup import base_env as offline_env
+
+    return offline_env(prefect_home) | {
+        "IMTEXT_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
 
 
 def warm_prefect(env: dict[str, str]) -> None:

@@ -50,6 +50,7 @@ def make_tree(root: Path, n: int = 10) -> Path:
 
 
 def base_env(prefect_home: Path) -> dict[str, str]:
+    """This environment less any PREFECT_*/IMTEXT_* settings, with a private, offline Prefect."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "IMTEXT_"))}
     env.update(
         PREFECT_HOME=str(prefect_home),
@@ -57,7 +58,6 @@ def base_env(prefect_home: Path) -> dict[str, str]:
         DO_NOT_TRACK="1",
         PREFECT_LOGGING_LEVEL="WARNING",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",  # as imtext sets it; Prefect says 20
-        IMTEXT_WORKERS="1",
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -117,8 +117,9 @@ def main() -> None:
     ingest = ["ingest", "--source", str(tree), "--workers", "1"]
     homes = iter(range(10**6))
 
-    def env_for(prefect_home: Path, **extra) -> dict[str, str]:
-        return base_env(prefect_home) | {"IMTEXT_HOME": str(scratch / f"home-{next(homes)}")} | extra
+    def env_for(prefect_home: Path) -> dict[str, str]:
+        home = scratch / f"home-{next(homes)}"
+        return base_env(prefect_home) | {"IMTEXT_HOME": str(home), "IMTEXT_WORKERS": "1"}
 
     print(f"imtext start-up, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start", flush=True)
     first = timed([*IMTEXT, *ingest], env_for(scratch / "prefect-new"))
