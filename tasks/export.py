@@ -17,6 +17,7 @@ wrote (its manifest says so and it holds nothing the manifest does not list) is 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -425,13 +426,29 @@ class _TarShard(_Shard):
         self.tar.close()
 
 
+IMAGE_COLUMN = "image.bytes"
+
+
+@functools.cache
+def _parquet_column_options(schema: pa.Schema) -> tuple[dict[str, str], list[str]]:
+    """zstd and dictionaries for every column but the image bytes: JPEG does not compress, and
+    leaving it alone writes about twice as fast."""
+    sink = io.BytesIO()
+    pq.write_table(schema.empty_table(), sink)
+    leaves = pq.ParquetFile(io.BytesIO(sink.getvalue())).schema
+    paths = [leaves.column(i).path for i in range(len(leaves))]
+    compression = {p: ("NONE" if p == IMAGE_COLUMN else "ZSTD") for p in paths}
+    return compression, [p for p in paths if p != IMAGE_COLUMN]
+
+
 class _ParquetShard(_Shard):
     """One Parquet file written in row groups of at most ROW_GROUP_ROWS images / ROW_GROUP_BYTES."""
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path, self.schema, self.count, self.texts, self.bytes = path, schema, 0, 0, 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        compression, dictionary = _parquet_column_options(schema)
+        self.writer = pq.ParquetWriter(path, schema, compression=compression, use_dictionary=dictionary)
         self.group: list[dict] = []
         self.group_bytes = 0
 
