@@ -151,7 +151,6 @@ def run_shards(
     (their writes are whole snapshots), then the failure is raised.
     """
     from distributed import as_completed
-    from prefect.utilities.annotations import opaque
 
     queue = iter(enumerate(shards))
     in_flight: dict[str, tuple[int, object]] = {}
@@ -163,8 +162,9 @@ def run_shards(
         if nxt is None:
             return None
         i, shard = nxt
-        # opaque(): each value is passed as it is, without Prefect walking every path and frame in it
-        future = runner.submit(task, parameters={k: opaque(v) for k, v in {**common, **shard}.items()})
+        # No opaque()/quote() here: Dask rebuilds the tuples they are made of as plain tuples on
+        # the way to the worker, so the task would get (value,) instead of value.
+        future = runner.submit(task, parameters={**common, **shard})
         in_flight[future.wrapped_future.key] = (i, future)
         return future.wrapped_future
 
