@@ -359,8 +359,36 @@ class _Shards:
         return self.closed
 
 
+class _HashedFile:
+    """A file opened for writing that hashes what goes through it, so no shard is read back."""
+
+    def __init__(self, path: Path):
+        self.fh = open(path, "wb")  # closed by the shard that owns it
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += memoryview(data).nbytes
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.fh.closed
+
+
 class _Shard:
     path: Path
+    file: _HashedFile
     count: int = 0
     texts: int = 0
 
@@ -399,7 +427,8 @@ class _TarShard(_Shard):
     def __init__(self, path: Path):
         self.path, self.count, self.texts, self.raw = path, 0, 0, 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+        self.file = _HashedFile(path)
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self._pending: list[tuple[str, bytes]] | None = None
 
     @staticmethod
@@ -424,6 +453,7 @@ class _TarShard(_Shard):
 
     def close(self) -> None:
         self.tar.close()
+        self.file.close()
 
 
 IMAGE_COLUMN = "image.bytes"
@@ -448,7 +478,8 @@ class _ParquetShard(_Shard):
         self.path, self.schema, self.count, self.texts, self.bytes = path, schema, 0, 0, 0
         path.parent.mkdir(parents=True, exist_ok=True)
         compression, dictionary = _parquet_column_options(schema)
-        self.writer = pq.ParquetWriter(path, schema, compression=compression, use_dictionary=dictionary)
+        self.file = _HashedFile(path)
+        self.writer = pq.ParquetWriter(self.file, schema, compression=compression, use_dictionary=dictionary)
         self.group: list[dict] = []
         self.group_bytes = 0
 
@@ -473,6 +504,7 @@ class _ParquetShard(_Shard):
         if self.group or self.count == 0:
             self._flush()
         self.writer.close()
+        self.file.close()
 
 
 # -- formats ------------------------------------------------------------------------------------------
@@ -541,7 +573,9 @@ def _record_split(
     result: ExportResult, split: str, shards: list[_Shard], root: Path, files: list[Path]
 ) -> None:
     for shard, path in zip(shards, files, strict=True):
-        result.files.append({**_file_entry(path, root), "split": split, "samples": shard.count})
+        entry = {"path": path.relative_to(root).as_posix(), "bytes": shard.file.size}
+        entry["sha256"] = shard.file.sha256.hexdigest()
+        result.files.append({**entry, "split": split, "samples": shard.count})
     result.splits[split] = {
         "images": sum(s.count for s in shards),
         "texts": sum(s.texts for s in shards),

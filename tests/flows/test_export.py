@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -109,7 +110,8 @@ def check_manifest(out: Path, expected: dict, fmt: str) -> dict:
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert on_disk == listed | {"manifest.json"} and "README.md" in listed
     for entry in manifest["files"]:
-        assert (out / entry["path"]).stat().st_size == entry["bytes"]
+        data = (out / entry["path"]).read_bytes()
+        assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
     return manifest
 
 

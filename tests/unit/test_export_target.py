@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 
@@ -112,6 +113,11 @@ def test_tar_shards_hold_at_most_the_count_and_bytes(tmp_path, max_count, max_by
     seen = []
     for shard in closed:
         assert shard.count <= max_count and shard.path.stat().st_size <= max_bytes
+        data = shard.path.read_bytes()
+        assert (shard.file.size, shard.file.sha256.hexdigest()) == (
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+        )
         with tarfile.open(shard.path) as tar:
             names = tar.getnames()
             seen += [n.split(".")[0] for n in names if n.endswith(".cls")]
