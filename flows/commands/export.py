@@ -53,7 +53,7 @@ def export(
         None,
         "--out",
         "-o",
-        help="output folder [default: $IMTEXT_HOME/exports/<format>]; only a folder an earlier export wrote is replaced",
+        help="output folder (default $IMTEXT_HOME/exports/<format>); only a folder an earlier export wrote is replaced",
     ),
     shard_size: int = typer.Option(1000, "--shard-size", help="samples per shard / parquet file, at most"),
     shard_max_mb: float = typer.Option(500.0, "--shard-max-mb", help="MB per shard / parquet file, at most"),
@@ -61,7 +61,7 @@ def export(
     only_with_text: bool = typer.Option(
         False,
         "--only-with-text/--all-images",
-        help="export only the images with at least one kept text [default: all images]",
+        help="export only the images with at least one kept text, or all images",
     ),
 ) -> None:
     """Write images, labels, class descriptions and the kept image texts, with a dataset card and manifest."""
