@@ -71,12 +71,18 @@ class Warehouse:
     data_path: str
     threads: int | None = None
     memory_limit: str | None = None
+    # True when the data path is the default one inside IMTEXT_HOME: a home that was moved or
+    # copied as a whole then opens where it now is (DuckLake keeps file paths relative to it).
+    follows_home: bool = False
     _con: duckdb.DuckDBPyConnection | None = field(default=None, repr=False)
     _pg: object | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings) -> Warehouse:
-        return cls(catalog=settings.catalog, data_path=settings.data_path)
+        follows = (
+            getattr(settings, "warehouse_data", None) is None and getattr(settings, "warehouse", None) is None
+        )
+        return cls(catalog=settings.catalog, data_path=settings.data_path, follows_home=follows)
 
     # -- catalog kinds -------------------------------------------------------------------------
     @property
@@ -126,6 +132,13 @@ class Warehouse:
                     con.execute(attach)
                 break
             except duckdb.Error as exc:
+                if self.follows_home and "does not match existing data path" in str(exc) and attempt < 7:
+                    log.warning("the warehouse moved: its data files are now read from %s", self.data_path)
+                    options.append("OVERRIDE_DATA_PATH TRUE")
+                    attach = (
+                        f"ATTACH {_literal('ducklake:' + self.catalog)} AS {ALIAS} ({', '.join(options)})"
+                    )
+                    continue
                 if not is_transient(exc) or attempt == 7:
                     con.close()
                     raise WarehouseError(f"cannot open the warehouse {self.catalog}: {exc}") from exc
@@ -334,6 +347,8 @@ class Warehouse:
                 "CALL ducklake_cleanup_old_files(?, older_than => ?, dry_run => ?)",
                 [ALIAS, files_cutoff, dry_run],
             ).fetchall()
+        outcome = "would be" if dry_run else "were"
+        log.info("%d snapshots %s expired, %d files %s deleted", len(expired), outcome, len(files), outcome)
         return {"expired_snapshots": expired, "deleted_files": [r[0] for r in files], "dry_run": dry_run}
 
 
