@@ -50,8 +50,6 @@ def maintenance_flow(
         "deleted_files": len(result["deleted_files"]),
         "dry_run": dry_run,
     }
-    outcome = "would be" if dry_run else "were"
-    counts = (summary["expired_snapshots"], outcome, summary["deleted_files"], outcome)
-    logger.info("%d snapshots %s expired, %d files %s deleted", *counts)
+    logger.info("warehouse at snapshot %d%s", snapshot, ", small files compacted" if compacted else "")
     artifacts.publish_summary("Warehouse maintenance", summary, key="maintenance-summary")
     return summary
