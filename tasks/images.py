@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import imageio
 from tasks.errors import InputError
+from tasks.retrying import RETRY
 from warehouse.db import load_query
 
 SPLITS = ("train", "val", "auto")
@@ -626,7 +627,7 @@ def plan_task(wh, source: Source, listing: Listing, workers: int) -> Plan:
     return plan_archives(wh.con, source, listing.archives, workers)
 
 
-@task(name="probe-and-load", cache_policy=NO_CACHE)
+@task(name="probe-and-load", cache_policy=NO_CACHE, **RETRY)
 def load_images(
     wh, plan: Plan, workers: int, run_id: str, progress=None, parallel: bool | None = None
 ) -> dict:

@@ -75,6 +75,7 @@ def test_every_flow_and_idempotent_task_of_imtext_has_retries():
     from expectations.tasks import store_results_task
     from flows import curate, export, harvest, ingest, pipeline, train, validate
     from tasks import shards
+    from tasks.images import load_images
 
     flows = [
         ingest.ingest_flow,
@@ -98,6 +99,7 @@ def test_every_flow_and_idempotent_task_of_imtext_has_retries():
         shards.embedded_shard,
         shards.score_shard,
         store_results_task,
+        load_images,
     ]
     assert all(t.retries >= 1 and t.retry_condition_fn is not None for t in tasks)
 
