@@ -371,6 +371,29 @@ def machine() -> str:
     return f"{model or platform.processor()}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()}"
 
 
+def print_growth(results: dict, fractions: list[float]) -> None:
+    """Per stage, how wall and CPU seconds grow against the smallest fraction, and per 10x of data.
+
+    On a shared machine the load can differ between fractions; CPU seconds are the steadier measure.
+    """
+    small = fractions[0]
+    print(
+        f"\ngrowth against fraction {small:g} in this run; per 10x of data (10 ** log-log slope, 10 = linear):"
+    )
+    head = "".join(f"{f'wall {f:g}/{small:g}':>16}{'CPU':>7}" for f in fractions[1:])
+    print(f"{'stage':<18}{head}{'wall/10x':>10}{'CPU/10x':>9}")
+    for name, base in results[small]["stages"].items():
+        cells, slopes = [], None
+        for f in fractions[1:]:
+            if (r := results[f]["stages"].get(name)) is None:
+                continue
+            wall, cpu = r["wall_s"] / base["wall_s"], r["cpu_s"] / base["cpu_s"]
+            cells.append(f"{wall:16.2f}{cpu:7.2f}")
+            slopes = (math.log(wall) / math.log(f / small), math.log(cpu) / math.log(f / small))
+        tail = f"{10 ** slopes[0]:10.1f}{10 ** slopes[1]:9.1f}" if slopes else ""
+        print(f"{name:<18}{''.join(cells)}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -387,25 +410,7 @@ def main() -> None:
     print(f"machine: {machine()}; load {os.getloadavg()[0]:.1f} at start", flush=True)
     results = {f: run_fraction(f, args) for f in fractions}
     if len(fractions) > 1:
-        small = fractions[0]
-        print(
-            f"\ngrowth of wall time per 10x of data, against fraction {small:g} in this run (10x = linear):"
-        )
-        print(
-            f"{'stage':<18}"
-            + "".join(f"{f'{f:g}/{small:g}':>14}" for f in fractions[1:])
-            + f"{'per 10x':>10}"
-        )
-        for name in results[small]["stages"]:
-            cells, slope = [], None
-            for f in fractions[1:]:
-                if name not in results[f]["stages"]:
-                    continue
-                t0, t1 = results[small]["stages"][name]["wall_s"], results[f]["stages"][name]["wall_s"]
-                cells.append(f"{t1 / t0:14.2f}")
-                slope = math.log(t1 / t0) / math.log(f / small)
-            per10 = f"{10**slope:10.1f}" if slope is not None else ""
-            print(f"{name:<18}" + "".join(cells) + per10)
+        print_growth(results, fractions)
     print(f"\nload {os.getloadavg()[0]:.1f} at the end")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1, default=str))
