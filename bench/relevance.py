@@ -11,14 +11,18 @@ text as the image's description, then through the CLI
     imtext train --base-model minilm-offline --folds 2 --allow-invalid
     imtext curate --scorer S          (every scorer, each on its own copy of the trained warehouse)
 
-and the decisions are read back with `imtext sql --format json` and matched to the rows by image id
-(the text is checked too). Printed per set and scorer: kept-relevant rate (recall), dropped-irrelevant
+each followed at once by reading its decisions back with `imtext sql --format json` (the latest
+curation's scorers in `curation_models`, their `text_scores`, joined to `image_texts`), matched to the
+rows by image id (the text is checked too). Printed per set and scorer: kept-relevant rate (recall), dropped-irrelevant
 rate (other-class and junk apart), precision of the kept texts, counts, and the TF-IDF baseline
 (`--scorer baseline`, from the same training run) beside each, with the ratio of balanced accuracies
 against it; the drops per `text_scores.reason` where that column exists.
 
-Each scorer runs on its own copy of the warehouse (copied after training; the models folder is
-shared) so that no curation sees another's decisions, whatever the curate flow reuses on a re-run.
+All scorers curate the one trained warehouse in turn: a curation re-decides every text with its own
+scorer's models and policy (scores are cached per (text, model) only) and the curated view follows
+the latest run, so each run's decisions are read right after it. (A copy of the warehouse per scorer
+would not open: DuckLake keeps the data path in its catalog.) With `--keep DIR`, a set whose warehouse
+was trained there before is not trained again.
 
     .venv/bin/python bench/relevance.py [--sets named-10,unnamed-10,named-70,unnamed-70 | --dev]
         [--scorers auto,transformer,baseline,ensemble] [--base-model minilm-offline] [--epochs N]
@@ -133,18 +137,6 @@ def scorer_choices(env: dict) -> list[str]:
     return m.group(1).split("|") if m else list(FALLBACK_SCORERS)
 
 
-def copy_home(trained: Path, dest: Path) -> None:
-    """A copy of the trained IMTEXT_HOME; the models folder is linked, not copied (read only)."""
-    dest.mkdir(parents=True)
-    for item in trained.iterdir():
-        if item.name == "models":
-            (dest / "models").symlink_to(item.resolve(), target_is_directory=True)
-        elif item.is_dir():
-            shutil.copytree(item, dest / item.name, symlinks=True)
-        else:
-            shutil.copy2(item, dest / item.name)
-
-
 DECISIONS = """
 WITH latest AS (
     SELECT run_id, scorer, scorer_reason FROM curation_runs ORDER BY finished_at DESC, run_id DESC LIMIT 1
@@ -241,39 +233,41 @@ def measure(rows: list[dict], decisions: list[dict]) -> dict:
 def bench_set(name: str, scorers: list[str], args, work: Path, prefect_home: Path) -> dict:
     header, rows = rs.load_set(rs.set_path(name))
     root = work / name
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     log = root / "commands.log"
-    images, captions = write_source(rows, root)
     trained = root / "trained"
-    env = cli_env(trained, prefect_home)
-    times: dict[str, float] = {}
-    started = time.perf_counter()
-    times["ingest"], _ = run(["ingest", "--source", str(images)], env, log)
-    times["harvest_classes"], _ = run(["harvest", "classes", "--no-wikipedia"], env, log)
-    times["harvest_images"], _ = run(["harvest", "images", "--captions", str(captions)], env, log)
+    marker = trained / "bench-trained.json"  # written once training finished
     train = ["train", "--base-model", args.base_model, "--folds", str(args.folds), "--seed", str(args.seed)]
     if args.epochs:
         train += ["--epochs", str(args.epochs)]
     if args.max_steps:
         train += ["--max-steps", str(args.max_steps)]
-    if args.validate:
-        times["validate"], _ = run(["validate"], env, log)
+    env = cli_env(trained, prefect_home)
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    if marker.exists() and json.loads(marker.read_text()).get("train") == train:
+        print(f"  {name}: reusing the warehouse trained in {trained}", flush=True)
+        times.update(json.loads(marker.read_text())["times_s"])
     else:
-        train.append("--allow-invalid")
-    times["train"], _ = run(train, env, log)
+        shutil.rmtree(trained, ignore_errors=True)
+        images, captions = write_source(rows, root)
+        times["ingest"], _ = run(["ingest", "--source", str(images)], env, log)
+        times["harvest_classes"], _ = run(["harvest", "classes", "--no-wikipedia"], env, log)
+        times["harvest_images"], _ = run(["harvest", "images", "--captions", str(captions)], env, log)
+        if args.validate:
+            times["validate"], _ = run(["validate"], env, log)
+        times["train"], _ = run([*train, *([] if args.validate else ["--allow-invalid"])], env, log)
+        marker.write_text(json.dumps({"train": train, "times_s": times}))
     models = sql("SELECT model_id, fold, metrics FROM models", env, log)
     results = {}
     for scorer in scorers:
-        home = root / f"curate-{scorer}"
-        copy_home(trained, home)
-        senv = cli_env(home, prefect_home)
         try:
-            times[f"curate_{scorer}"], _ = run(["curate", "--scorer", scorer], senv, log)
+            times[f"curate_{scorer}"], _ = run(["curate", "--scorer", scorer], env, log)
         except SystemExit as exc:
             print(f"  {name}: curate --scorer {scorer} failed: {exc}", file=sys.stderr)
             results[scorer] = {"error": str(exc)}
             continue
-        decisions = read_decisions(senv, log)
+        decisions = read_decisions(env, log)
         result = measure(rows, decisions)
         result["scorer_used"] = decisions[0]["scorer_used"] if decisions else None
         result["scorer_reason"] = decisions[0]["scorer_reason"] if decisions else None
