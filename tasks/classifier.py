@@ -299,7 +299,7 @@ def build_classifier(
     try:
         with _quiet_transformers():
             config = _pretrained_config(source, **maps)
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, config=config)
     except OSError as exc:
         raise ModelNotFoundError(missing_model_message(base_model, exc)) from None
     saved_mean_pooled = config.model_type.startswith(MODEL_TYPE_PREFIX)  # a classifier imtext saved
@@ -372,7 +372,9 @@ def load_classifier(path: str | Path, device: str | torch.device | None = None):
             model = mean_pool_class(config).from_pretrained(path, config=config)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        # the config is already loaded: AutoTokenizer must not load it again (it would ask to run the
+        # saved head code, which imtext has imported already)
+        tokenizer = AutoTokenizer.from_pretrained(path, config=config)
     model.eval()
     if device is not None:
         model.to(device)
