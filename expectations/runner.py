@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from expectations import SUITE_NAMES
 from expectations.base import Suite
-from flows.artifacts import format_value
 from tasks.errors import InputError
+from tasks.markdown import format_value
 from warehouse.db import load_query
 
 log = logging.getLogger(__name__)

@@ -29,18 +29,3 @@ def store_results_task(wh, report: runner.Report) -> int:
 def build_data_docs_task(context, docs_dir: Path, staging: Path) -> str:
     """Render Great Expectations Data Docs of this run under the reports folder."""
     return str(runner.build_data_docs(context, docs_dir, staging))
-
-
-@task(name="publish-validation-summary", cache_policy=NO_CACHE)
-def publish_summary_task(report: runner.Report) -> str:
-    """Publish the run's markdown summary, and a link to its Data Docs, as artifacts of the flow run."""
-    from flows.artifacts import publish_link, publish_markdown
-
-    markdown = runner.summary_markdown(report)
-    outcome = "passed" if report.success else f"{len(report.failed_blocking)} blocking failures"
-    publish_markdown(
-        markdown, key="validation-summary", description=f"validation of snapshot {report.snapshot}: {outcome}"
-    )
-    if report.data_docs:
-        publish_link(report.data_docs, "Great Expectations Data Docs", key="validation-data-docs")
-    return markdown

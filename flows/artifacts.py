@@ -14,15 +14,13 @@ table cells as text).
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import html
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tasks.markdown import escape, format_value, image_markdown, markdown_table  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +40,6 @@ def artifact_key(text: str) -> str:
     """A valid artifact key (lowercase letters, digits, dashes) made from any text."""
     key = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return key or "artifact"
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`\[\]|])")
-
-
-def escape(text: Any) -> str:
-    """Text safe inside markdown: HTML escaped, on one line, with no link, image, code span or cell break.
-
-    `<script>` shows as written; `[x](javascript:...)`, backticks and `|` lose their markdown meaning.
-    """
-    text = html.escape(str(text)).replace("\r", " ").replace("\n", " ")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def format_value(value: Any, limit: int = 200, markdown: bool = True) -> str:
-    """A short, readable cell: HTML-escaped for markdown unless `markdown` is False (table artifacts)."""
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-    elif isinstance(value, dt.datetime | dt.date):
-        text = value.isoformat()
-    elif isinstance(value, Mapping | list | tuple):
-        text = json.dumps(value, default=str)
-    else:
-        text = str(value)
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return escape(text) if markdown else text
 
 
 def summary_markdown(title: str, summary: Mapping[str, Any]) -> str:
@@ -117,37 +89,6 @@ def publish_table(
         for r in list(rows)[:max_rows]
     ]
     return _safely(create_table_artifact, table=list(table), key=_key(key), description=description)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A markdown table of `rows` (dicts), every cell formatted and escaped; `(none)` when empty."""
-    if not rows:
-        return "_(none)_\n"
-    columns = list(columns or rows[0].keys())
-    numeric = [
-        all(
-            isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool)
-            for r in rows
-            if r.get(c) is not None
-        )
-        for c in columns
-    ]
-    lines = [
-        "| " + " | ".join(escape(c) for c in columns) + " |",
-        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
-    ]
-    for r in rows:
-        lines.append(
-            "| " + " | ".join("–" if r.get(c) is None else format_value(r.get(c)) for c in columns) + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def image_markdown(data: bytes | str, alt: str, mime: str = "image/svg+xml") -> str:
-    """A markdown image whose source is a base64 `data:` URI of `data` (an SVG document or PNG bytes)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    alt_text = re.sub(r"[\[\]\\]", "", escape(alt))
-    return f"![{alt_text}](data:{mime};base64,{base64.b64encode(raw).decode('ascii')})"
 
 
 def publish_link(

@@ -5,16 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from expectations import runner
-from expectations.tasks import (
-    build_data_docs_task,
-    publish_summary_task,
-    store_results_task,
-    validate_suite_task,
-)
+from expectations.tasks import build_data_docs_task, store_results_task, validate_suite_task
+from flows.artifacts import publish_link, publish_markdown
 from flows.runtime import FLOW_RETRY, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
 
@@ -88,3 +85,16 @@ def emit_outcome(report: runner.Report, suite: str | None):
     except Exception as exc:  # an event is never worth failing the validation for
         get_run_logger().warning("validation event not emitted: %s", exc)
         return None
+
+
+@task(name="publish-validation-summary", cache_policy=NO_CACHE)
+def publish_summary_task(report: runner.Report) -> str:
+    """Publish the run's markdown summary, and a link to its Data Docs, as artifacts of the flow run."""
+    markdown = runner.summary_markdown(report)
+    outcome = "passed" if report.success else f"{len(report.failed_blocking)} blocking failures"
+    publish_markdown(
+        markdown, key="validation-summary", description=f"validation of snapshot {report.snapshot}: {outcome}"
+    )
+    if report.data_docs:
+        publish_link(report.data_docs, "Great Expectations Data Docs", key="validation-data-docs")
+    return markdown

@@ -361,7 +361,7 @@ def write_report(text: str, reports_dir: str | Path, name: str) -> Path:
 # -- the same reports as markdown artifacts, for the flow run's page in the Prefect UI ---------------
 def curation_report_markdown(summary: dict, *, p_true, kept, per_class: pl.DataFrame, curve=None) -> str:
     """The curation report as markdown: decisions, policy, scorer, charts (inline images), lowest classes."""
-    from flows.artifacts import escape, format_value, image_markdown, markdown_table
+    from tasks.markdown import escape, format_value, image_markdown, markdown_table
 
     threshold = (summary.get("policy") or {}).get("min_p_true")
     parts = [
@@ -423,7 +423,7 @@ def training_report_markdown(
     run_id: str, rows: list[dict], curves: dict, balance: dict, params: dict, report_path: str | None = None
 ) -> str:
     """The training report as markdown: held-out metrics per model, the mean per kind, curves as images."""
-    from flows.artifacts import escape, format_value, image_markdown, markdown_table
+    from tasks.markdown import escape, format_value, image_markdown, markdown_table
     from tasks.training import _svg_lines, metrics_table, summary_by_kind
 
     by_kind = summary_by_kind(rows)
