@@ -410,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                         "base_model": args.base_model,
                         "folds": args.folds,
                         "epochs": args.epochs,
+                        "max_steps": args.max_steps,
                         "wall_s": wall,
                         "load_average_start": load_start,
                         "load_average_end": load_end,
