@@ -95,7 +95,8 @@ RELEVANCE_FIGURES = Path(__file__).with_name("relevance_figures.json")
 
 def print_relevance_figures(echo=print, path: Path = RELEVANCE_FIGURES) -> None:
     """The demo's texts are the demo's own: beside its figures, those measured on real descriptions
-    nobody here wrote (`bench/relevance.py`, copied into `relevance_figures.json` with `--demo-figures`)."""
+    nobody here wrote (`bench/relevance.py`, gathered into `relevance_figures.json` by
+    `bench/relevance_figures.py --demo`)."""
     if not path.exists():
         return
     figures = json.loads(path.read_text(encoding="utf-8"))
