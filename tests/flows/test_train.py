@@ -26,7 +26,7 @@ def _models(wh):
         wh.reader()
         .execute(
             "SELECT model_id, base_model, fold, folds, snapshot, params, metrics, path, duration_s, device, run_id "
-            "FROM models ORDER BY base_model, fold"
+            "FROM models ORDER BY base_model, fold, model_id"
         )
         .fetchall()
     )
