@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import relevance_sets as rs  # noqa: E402
 
-from tasks.policy import DEFAULT_FIT_RATIO, DEFAULT_PRIOR_TEXTS, Policy, decide  # noqa: E402
+from tasks.policy import DEFAULT_FIT_RATIO, DEFAULT_PRIOR_TEXTS, Policy  # noqa: E402
+from tasks.scoring import apply_policy  # noqa: E402
 
 SCORES = """
 WITH latest AS (SELECT run_id FROM curation_runs ORDER BY finished_at DESC LIMIT 1)
@@ -52,16 +53,8 @@ def read_scores(home: Path) -> pl.DataFrame:
 
 
 def rates(frame: pl.DataFrame, policy: Policy) -> tuple[float, float]:
-    kept, _, _ = decide(
-        policy,
-        wnid=frame["wnid"].to_list(),
-        p_true=frame["p_true"].to_numpy(),
-        true_rank=frame["true_rank"].to_numpy(),
-        pred_wnid=frame["pred_wnid"].to_list(),
-        pred_p=frame["pred_p"].to_numpy(),
-        junk=frame["junk"].fill_null("").str.len_chars().gt(0).to_numpy(),
-        evidence=(frame["role"] == "out-of-fold").to_numpy(),
-    )
+    """(kept relevant, dropped irrelevant) when curation's own `apply_policy` decides with `policy`."""
+    kept = apply_policy(frame, policy)[0]["kept"].to_numpy()
     relevant = frame["relevant"].to_numpy()
     return float(kept[relevant].mean()), float((~kept[~relevant]).mean())
 
