@@ -58,6 +58,43 @@ def load_query(name: str) -> str:
     return (QUERY_DIR / f"{name}.sql").read_text()
 
 
+@contextlib.contextmanager
+def arrow_views(con: duckdb.DuckDBPyConnection, **tables) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Each keyword seen by `con` as a view of the Arrow table (or polars frame) given, until exit.
+
+    For several statements over the same staged rows in one transaction; the views are dropped
+    on the way out even when a statement fails, so a retried transaction registers them afresh.
+    """
+    registered: list[str] = []
+    try:
+        for name, table in tables.items():
+            con.register(name, _as_arrow(table))
+            registered.append(name)
+        yield con
+    finally:
+        for name in registered:
+            con.unregister(name)
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, /, params=None, **tables) -> int:
+    """Run the statements of `sql` over `tables` (see `arrow_views`); the count the last one reports.
+
+    `params` are bound to every statement. An INSERT or MERGE reports the rows it wrote; a
+    statement that reports nothing (or NULL) counts 0.
+    """
+    with arrow_views(con, **tables):
+        row = None
+        for statement in con.extract_statements(sql):
+            row = con.execute(statement, params or []).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _as_arrow(table):
+    """An Arrow table for `con.register`: polars frames are converted, anything else passes through."""
+    to_arrow = getattr(table, "to_arrow", None)
+    return to_arrow() if callable(to_arrow) else table
+
+
 def is_transient(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _TRANSIENT)
@@ -243,6 +280,10 @@ class Warehouse:
         `fn` runs again from the start.
         """
         return self._transaction(self.con, fn, attempts)
+
+    def insert_arrow(self, sql: str, /, params=None, **tables) -> int:
+        """`insert_arrow` in one write transaction: the staged tables land in one snapshot."""
+        return self.write(lambda con: insert_arrow(con, sql, params, **tables))
 
     def _transaction(
         self, con: duckdb.DuckDBPyConnection, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int

@@ -5,10 +5,12 @@ from __future__ import annotations
 import multiprocessing as mp
 
 import duckdb
+import polars as pl
+import pyarrow as pa
 import pytest
 
 from warehouse.catalog import read_classes
-from warehouse.db import Warehouse, WarehouseError
+from warehouse.db import Warehouse, WarehouseError, arrow_views, insert_arrow
 
 
 def test_catalog_has_the_1000_classes_in_standard_order():
@@ -159,3 +161,30 @@ def _idempotent_writer(catalog, data):
     for _ in range(3):
         wh.write(insert_missing)
     wh.close()
+
+
+def test_insert_arrow_stages_frames_and_drops_the_views(wh):
+    staged = pl.DataFrame({"path": ["a", "b", "c"], "reason": ["x", "y", "x"]})
+    sql = """
+        -- two statements, one parameter each
+        INSERT INTO quarantine (path, reason, run_id) SELECT path, reason, $run FROM batch WHERE reason = 'x';
+        INSERT INTO quarantine (path, reason, run_id) SELECT path, reason, $run FROM batch WHERE reason <> 'x'
+    """
+    assert wh.insert_arrow(sql, {"run": "r1"}, batch=staged) == 1
+    rows = wh.con.execute("SELECT path, reason, run_id FROM quarantine ORDER BY path").fetchall()
+    assert rows == [("a", "x", "r1"), ("b", "y", "r1"), ("c", "x", "r1")]
+    with pytest.raises(duckdb.CatalogException):
+        wh.con.execute("SELECT * FROM batch")
+
+
+def test_arrow_views_are_dropped_when_a_statement_fails(wh):
+    con = wh.con
+    table = pa.table({"path": ["a"]})
+    with pytest.raises(duckdb.Error), arrow_views(con, one=table, two=pl.DataFrame({"path": ["b"]})):
+        assert con.execute("SELECT count(*) FROM one, two").fetchone() == (1,)
+        con.execute("SELECT no_such_column FROM one")
+    for name in ("one", "two"):
+        with pytest.raises(duckdb.CatalogException):
+            con.execute(f"SELECT * FROM {name}")
+    assert insert_arrow(con, "SELECT count(*) FROM staged WHERE path = ?", ["a"], staged=table) == 1
+    assert insert_arrow(con, "SELECT NULL FROM staged", staged=table) == 0
