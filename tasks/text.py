@@ -25,6 +25,8 @@ import unicodedata
 
 import polars as pl
 
+from warehouse.db import insert_arrow, load_query
+
 MAX_TEXT_CHARS = 2000
 """Cleaned texts are cut to at most this many characters (at a word boundary where there is one)."""
 
@@ -283,27 +285,12 @@ def tags_expr(column: str = "tags") -> pl.Expr:
 
 
 # -- warehouse writes -------------------------------------------------------------------------------
-def _load(name: str) -> str:
-    from warehouse.db import load_query
-
-    return load_query(name)
-
-
-def _with_batch(con, name: str, frame: pl.DataFrame, query: str, params=None) -> int:
-    con.register(name, frame.to_arrow())
-    try:
-        row = con.execute(query, params or []).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-    finally:
-        con.unregister(name)
-
-
 def store_image_texts(con, texts: pl.DataFrame) -> int:
     """Insert image texts not stored yet (by text_id, and by image + case-folded text); rows added."""
     if texts.height == 0:
         return 0
-    return _with_batch(
-        con, "harvest_texts_batch", texts.select(IMAGE_TEXT_COLUMNS), _load("harvest_insert_image_texts")
+    return insert_arrow(
+        con, load_query("harvest_insert_image_texts"), harvest_texts_batch=texts.select(IMAGE_TEXT_COLUMNS)
     )
 
 
@@ -337,8 +324,8 @@ def store_class_texts(con, texts: pl.DataFrame) -> int:
     """Insert class texts not stored yet (natural key wnid, source, text); rows added."""
     if texts.height == 0:
         return 0
-    return _with_batch(
-        con, "harvest_class_batch", texts.select(CLASS_TEXT_COLUMNS), _load("harvest_insert_class_texts")
+    return insert_arrow(
+        con, load_query("harvest_insert_class_texts"), harvest_class_batch=texts.select(CLASS_TEXT_COLUMNS)
     )
 
 
@@ -370,7 +357,7 @@ def register_pending(con, keys: pl.DataFrame) -> int:
     if "last_error" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("last_error"))
     frame = frame.select(STATE_COLUMNS).unique(subset=["key", "source"], keep="first")
-    return _with_batch(con, "harvest_state_batch", frame, _load("harvest_register_pending"))
+    return insert_arrow(con, load_query("harvest_register_pending"), harvest_state_batch=frame)
 
 
 def record_outcomes(con, outcomes: pl.DataFrame) -> int:
@@ -378,12 +365,12 @@ def record_outcomes(con, outcomes: pl.DataFrame) -> int:
     if outcomes.height == 0:
         return 0
     frame = outcomes.select(STATE_COLUMNS).unique(subset=["key", "source"], keep="last")
-    return _with_batch(con, "harvest_state_batch", frame, _load("harvest_merge_state"))
+    return insert_arrow(con, load_query("harvest_merge_state"), harvest_state_batch=frame)
 
 
 def state_keys(con, source: str, statuses: tuple[str, ...]) -> pl.DataFrame:
     """Keys of `source` whose harvest_state status is one of `statuses`."""
-    return con.execute(_load("harvest_state_keys"), [source, list(statuses)]).pl()
+    return con.execute(load_query("harvest_state_keys"), [source, list(statuses)]).pl()
 
 
 def keys_to_fetch(con, keys: pl.DataFrame, source: str, retry_failed: bool = False) -> pl.DataFrame:
