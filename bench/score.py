@@ -5,7 +5,7 @@ head, saved like a trained model), the same texts (N texts of realistic lengths:
 tag lists and descriptions made from the class catalog's names and glosses), the same batch size.
 Each method runs in its own process, so its peak memory (max RSS) is its own:
 
-- platform: the curate flow's scoring path (`tasks.scoring.score_pending`: length-sorted chunks,
+- platform: the curate flow's scoring path (`tasks.curate.score.score_pending`: length-sorted chunks,
   dynamic padding, `torch.inference_mode`, bf16 on CUDA) writing every score into a DuckLake warehouse;
 - pipeline: `pipeline("text-classification", model, tokenizer)` over the texts as a list, batch_size
   the platform's, top-1 label and score per text (it writes nothing).
@@ -101,7 +101,7 @@ def prepare(workdir: Path) -> dict:
 
 
 def _ref(kind: str, path: str):
-    from tasks.scoring import ModelRef
+    from tasks.curate.plan import ModelRef
 
     return ModelRef(
         model_id=f"bench-{kind}",
@@ -120,7 +120,9 @@ def run_platform(args, kind: str, model_path: str) -> dict:
     """Score every text through the curate flow's scoring path into a scratch warehouse."""
     import polars as pl
 
-    from tasks import scoring
+    from tasks.curate.plan import ScorerSpec, ScoringPlan
+    from tasks.curate.score import score_pending
+    from tasks.policy import Policy
     from warehouse.db import Warehouse
 
     texts, wnids = make_texts(args.texts)
@@ -128,8 +130,8 @@ def run_platform(args, kind: str, model_path: str) -> dict:
     wh = Warehouse(f"sqlite:{work}/catalog.sqlite", f"{work}/data/")
     wh.con  # noqa: B018 - schema applied outside the timing
     ref = _ref(kind, model_path)
-    spec = scoring.ScorerSpec(model_id=ref.model_id, kind=kind, fold=0, members=[ref])
-    plan = scoring.ScoringPlan("bench", kind, "bench", 2, 0, None, {0: spec}, {kind: {0: ref}})
+    spec = ScorerSpec(model_id=ref.model_id, kind=kind, fold=0, members=[ref])
+    plan = ScoringPlan("bench", kind, "bench", 2, 0, None, {0: spec}, {kind: {0: ref}})
     pending = pl.DataFrame(
         {
             "text_id": [f"t{i}" for i in range(len(texts))],
@@ -141,7 +143,7 @@ def run_platform(args, kind: str, model_path: str) -> dict:
         schema_overrides={"junk": pl.String},
     )
     start, cpu = time.perf_counter(), time.process_time()
-    written = scoring.score_pending(wh, plan, pending, scoring.Policy(), "bench", batch_size=args.batch_size)
+    written = score_pending(wh, plan, pending, Policy(), "bench", batch_size=args.batch_size)
     result = _rates(len(texts), start, cpu)
     assert written == len(texts), (written, len(texts))
     wh.close()

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import relevance_sets as rs  # noqa: E402
 
+from tasks.curate.decisions import apply_policy  # noqa: E402
 from tasks.policy import DEFAULT_FIT_RATIO, DEFAULT_PRIOR_TEXTS, Policy  # noqa: E402
-from tasks.scoring import apply_policy  # noqa: E402
 
 SCORES = """
 WITH latest AS (SELECT run_id FROM curation_runs ORDER BY finished_at DESC LIMIT 1)

@@ -50,6 +50,7 @@ from tasks.classifier import (
 )
 from tasks.errors import InputError
 from tasks.folds import group_folds
+from tasks.metrics import macro_f1
 
 log = logging.getLogger(__name__)
 
@@ -306,16 +307,10 @@ def classification_metrics(logits: np.ndarray, y: np.ndarray) -> dict:
     pred = logits.argmax(axis=1)
     k = min(5, logits.shape[1])
     topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    n = logits.shape[1]
-    tp = np.bincount(y[pred == y], minlength=n)
-    predicted = np.bincount(pred, minlength=n)
-    actual = np.bincount(y, minlength=n)
-    present = actual > 0
-    f1 = 2 * tp[present] / (predicted[present] + actual[present])
     return {
         "top1": float((pred == y).mean()),
         "top5": float((topk == y[:, None]).any(axis=1).mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_f1": macro_f1(pred, y),
     }
 
 

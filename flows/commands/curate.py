@@ -10,7 +10,7 @@ import typer
 from flows.commands.common import prefect_env, user_errors
 from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
-# Shown in --help without importing the flow; tests check they match tasks.scoring's defaults.
+# Shown in --help without importing the flow; tests check they match tasks.policy's defaults.
 HELP_DEFAULT_MIN_P_TRUE = None
 HELP_DEFAULT_TOP_K = 0
 
@@ -88,14 +88,15 @@ def curate(
 def preflight(scorer: str, training_run: str | None, labels: Path | None) -> None:
     """Refuse a run that cannot start (no models, a missing labels file) before Prefect starts."""
     from flows.settings import load_settings
-    from tasks import scoring
+    from tasks.curate.labels import load_labels
+    from tasks.curate.plan import plan_scoring, read_models
     from warehouse.db import Warehouse
 
     if labels is not None:
-        scoring.load_labels(labels)
+        load_labels(labels)
     con = Warehouse.from_settings(load_settings()).reader()
     try:
-        scoring.plan_scoring(scoring.read_models(con), scorer, training_run)
+        plan_scoring(read_models(con), scorer, training_run)
     finally:
         con.close()
 

@@ -10,8 +10,12 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tasks import scoring
+from tasks.curate.labels import evaluate_curation, load_labels
+from tasks.curate.plan import assign_scorers, plan_scoring, read_models
+from tasks.curate.score import score_pending
+from tasks.curate.store import read_texts
 from tasks.folds import fold_of
+from tasks.policy import Policy
 from tests.flows.test_curate_data import TRAIN_RUN, build_world, tid, train_models, use_home
 
 
@@ -53,8 +57,8 @@ def test_killed_run_resumes_with_one_score_per_text_and_model_never_by_its_own_t
 
     wh = env["wh"]
     con = wh.con
-    plan = scoring.plan_scoring(scoring.read_models(con), "baseline")
-    assigned = scoring.assign_scorers(scoring.read_texts(con, plan.snapshot), plan)
+    plan = plan_scoring(read_models(con), "baseline")
+    assigned = assign_scorers(read_texts(con, plan.snapshot), plan)
 
     class Killed(Exception):
         pass
@@ -67,8 +71,8 @@ def test_killed_run_resumes_with_one_score_per_text_and_model_never_by_its_own_t
             raise Killed
 
     with pytest.raises(Killed):
-        scoring.score_pending(
-            wh, plan, assigned, scoring.Policy(), "killed-run", chunk_size=20, on_batch=kill_after_two_chunks
+        score_pending(
+            wh, plan, assigned, Policy(), "killed-run", chunk_size=20, on_batch=kill_after_two_chunks
         )
     assert scores(con, plan.model_ids).height == 40
 
@@ -91,9 +95,7 @@ def test_killed_run_resumes_with_one_score_per_text_and_model_never_by_its_own_t
     after = scores(con, plan.model_ids)
     assert again["scored_now"] == 0 and after.height == rows.height
     assert after["kept"].sum() == again["kept"] < summary["kept"]
-    assert set(after["policy"].unique()) == {
-        scoring.Policy(min_p_true=0.9, threshold_source="user").to_json()
-    }
+    assert set(after["policy"].unique()) == {Policy(min_p_true=0.9, threshold_source="user").to_json()}
     assert con.execute("SELECT count(*) FROM curated").fetchone()[0] == again["kept"]
 
 
@@ -102,7 +104,7 @@ def test_every_scorer_scores_each_text_once_and_the_ensemble_is_not_worse(env):
     from flows.curate import curate_flow
 
     con = env["wh"].con
-    labels = scoring.load_labels(env["labels"])
+    labels = load_labels(env["labels"])
     auc = {}
     for kind in ("transformer", "baseline", "ensemble"):
         summary = curate_flow(
@@ -171,7 +173,7 @@ def test_new_texts_go_to_the_full_model_and_labels_choose_the_threshold(env):
     assert summary["labels"]["target_reached"] and summary["keep_precision"] >= 0.95
     assert summary["labels"]["chosen_threshold"] == policy["min_p_true"]
     # the function the demo calls gives the same figures from the warehouse alone
-    measured = scoring.evaluate_curation(wh.reader(), env["labels"])
+    measured = evaluate_curation(wh.reader(), env["labels"])
     assert measured["keep_precision"] == summary["keep_precision"]
     assert (measured["precision"], measured["recall"]) == (summary["precision"], summary["recall"])
     assert measured["unscored_labels"] == 0

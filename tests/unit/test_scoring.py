@@ -8,10 +8,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks import scoring
+from tasks.curate.calibration import fit_temperature, fit_weights
+from tasks.curate.decisions import is_junk
+from tasks.curate.labels import choose_threshold, load_labels, pr_curve, relevance_metrics
+from tasks.curate.masked import mask_class_names
+from tasks.curate.plan import ModelRef, assign_scorers, plan_scoring
+from tasks.curate.scorers import EnsembleScorer, TransformerScorer, summarise
 from tasks.errors import InputError
 from tasks.folds import fold_of
-from tasks.scoring import Policy
+from tasks.policy import DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K, Policy
 
 # -- policy ------------------------------------------------------------------------------------
 
@@ -43,11 +48,11 @@ def test_policy_extremes_and_bad_values():
     for bad in ({"min_p_true": 1.5}, {"min_p_true": -0.1}, {"top_k": -1}, {"junk_min_p_true": 2}):
         with pytest.raises(InputError):
             Policy(**bad)
-    assert json.loads(Policy().to_json())["min_p_true"] == scoring.DEFAULT_MIN_P_TRUE
+    assert json.loads(Policy().to_json())["min_p_true"] == DEFAULT_MIN_P_TRUE
 
 
 def test_junk_marks_are_any_non_empty_reason():
-    assert scoring.is_junk([None, "", "  ", "camera-filename"]).tolist() == [False, False, False, True]
+    assert is_junk([None, "", "  ", "camera-filename"]).tolist() == [False, False, False, True]
 
 
 # -- labels, metrics, thresholds ---------------------------------------------------------------
@@ -58,51 +63,51 @@ def test_load_labels_checks_lines_and_keeps_the_last_duplicate(tmp_path):
     path.write_text(
         '{"text_id": "a", "relevant": true}\n\n{"text_id": "b", "relevant": 0}\n{"text_id": "a", "relevant": false}\n'
     )
-    labels = scoring.load_labels(path)
+    labels = load_labels(path)
     assert dict(labels.iter_rows()) == {"a": False, "b": False}
     path.write_text('{"text_id": "a"}\n')
     with pytest.raises(InputError, match=":1:"):
-        scoring.load_labels(path)
+        load_labels(path)
     path.write_text('{"text_id": "a", "relevant": "maybe"}\n')
     with pytest.raises(InputError, match="true or false"):
-        scoring.load_labels(path)
+        load_labels(path)
     with pytest.raises(FileNotFoundError):
-        scoring.load_labels(tmp_path / "missing.jsonl")
+        load_labels(tmp_path / "missing.jsonl")
 
 
 def test_relevance_metrics_of_keep_and_drop_decisions():
     kept = [True, True, False, False, False]
     relevant = [True, False, True, False, False]
-    m = scoring.relevance_metrics(kept, relevant)
+    m = relevance_metrics(kept, relevant)
     assert (m["kept"], m["dropped"], m["relevant"]) == (2, 3, 2)
     assert m["keep_precision"] == 0.5 and m["keep_recall"] == 0.5
     assert m["drop_precision"] == pytest.approx(2 / 3) and m["drop_recall"] == pytest.approx(2 / 3)
     assert (m["precision"], m["recall"]) == (m["drop_precision"], m["drop_recall"])
-    nothing = scoring.relevance_metrics([False, False], [True, True])
+    nothing = relevance_metrics([False, False], [True, True])
     assert nothing["keep_precision"] is None and nothing["drop_recall"] is None
 
 
 def test_threshold_reaching_a_target_precision_has_the_best_recall():
     p = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.3, 0.2])
     y = np.array([True, True, False, True, True, False, False])
-    curve = scoring.pr_curve(p, y)
+    curve = pr_curve(p, y)
     row = curve.filter(pl.col("threshold") == 0.6).row(0, named=True)
     assert row["kept"] == 5 and row["precision"] == pytest.approx(0.8) and row["recall"] == 1.0
-    threshold, reached = scoring.choose_threshold(curve, 0.8)
+    threshold, reached = choose_threshold(curve, 0.8)
     assert reached and threshold == pytest.approx(0.6)
-    threshold, reached = scoring.choose_threshold(curve, 1.0)
+    threshold, reached = choose_threshold(curve, 1.0)
     assert reached and threshold == pytest.approx(0.9)
     # every kept set at this threshold passes the target
     kept = Policy(min_p_true=threshold).keep(p, np.full(p.size, 9))
-    assert scoring.relevance_metrics(kept, y)["keep_precision"] >= 1.0
+    assert relevance_metrics(kept, y)["keep_precision"] >= 1.0
 
 
 def test_unreachable_target_takes_the_most_precise_threshold():
-    curve = scoring.pr_curve([0.9, 0.8, 0.7], [False, True, False])
-    threshold, reached = scoring.choose_threshold(curve, 0.99)
+    curve = pr_curve([0.9, 0.8, 0.7], [False, True, False])
+    threshold, reached = choose_threshold(curve, 0.99)
     assert not reached and threshold == pytest.approx(0.8)
     with pytest.raises(InputError):
-        scoring.choose_threshold(curve, 0.0)
+        choose_threshold(curve, 0.0)
 
 
 def test_curve_honours_the_rank_rule_and_the_junk_floor():
@@ -110,7 +115,7 @@ def test_curve_honours_the_rank_rule_and_the_junk_floor():
     y = np.array([True, False, True, True])
     always = np.array([False, False, False, True])  # kept by rank whatever the threshold
     floor = np.array([0.0, 0.5, 0.0, 0.0])  # junk: needs p >= 0.5, so 0.4 is never kept
-    curve = scoring.pr_curve(p, y, always=always, floor=floor)
+    curve = pr_curve(p, y, always=always, floor=floor)
     assert 0.4 not in curve["threshold"].to_list()
     at_03 = curve.filter(pl.col("threshold") == 0.3).row(0, named=True)
     assert at_03["kept"] == 3 and at_03["precision"] == 1.0
@@ -123,7 +128,7 @@ def test_curve_honours_the_rank_rule_and_the_junk_floor():
 
 def test_summarise_ranks_ties_in_the_texts_favour_and_unknown_classes_last():
     probs = np.array([[0.4, 0.4, 0.2], [0.1, 0.3, 0.6], [0.5, 0.25, 0.25]])
-    s = scoring.summarise(probs, ["a", "b", "c"], ["b", "b", "zzz"])
+    s = summarise(probs, ["a", "b", "c"], ["b", "b", "zzz"])
     assert s["p_true"].tolist() == [0.4, 0.3, 0.0]
     assert s["true_rank"].tolist() == [1, 2, 4]
     assert list(s["pred_wnid"]) == ["a", "c", "a"] and s["pred_p"].tolist() == [0.4, 0.6, 0.5]
@@ -141,10 +146,10 @@ class FakeScorer:
 def test_ensemble_averages_calibrated_probabilities_over_the_union_of_labels():
     a = FakeScorer(["x", "y"], {"t": [0.8, 0.2]})
     b = FakeScorer(["y", "z"], {"t": [0.5, 0.5]})
-    plain = scoring.EnsembleScorer([a, b], [1.0, 1.0])
+    plain = EnsembleScorer([a, b], [1.0, 1.0])
     assert plain.labels == ["x", "y", "z"]
     assert plain.predict_proba(["t"])[0] == pytest.approx([0.4, 0.35, 0.25])
-    soft = scoring.EnsembleScorer([a, b], [1e6, 1.0])  # a huge temperature flattens a
+    soft = EnsembleScorer([a, b], [1e6, 1.0])  # a huge temperature flattens a
     assert soft.predict_proba(["t"])[0] == pytest.approx([0.25, 0.5, 0.25], abs=1e-5)
     assert soft.predict_proba(["t"]).sum() == pytest.approx(1.0)
 
@@ -155,14 +160,14 @@ def test_fit_temperature_recovers_an_overconfident_scorer():
     y = np.array([rng.choice(5, p=np.exp(r) / np.exp(r).sum()) for r in logits])
     labels = list("abcde")
     true = [labels[i] for i in y]
-    assert scoring.fit_temperature(logits * 3, labels, true) == pytest.approx(3.0, rel=0.15)
+    assert fit_temperature(logits * 3, labels, true) == pytest.approx(3.0, rel=0.15)
 
 
 # -- the plan ----------------------------------------------------------------------------------
 
 
 def ref(run, kind, fold, folds=2, f1=0.5, status=None, seed=0):
-    return scoring.ModelRef(
+    return ModelRef(
         model_id=f"{run}-{kind}-{fold}",
         kind=kind,
         fold=fold,
@@ -185,7 +190,7 @@ def full_run(run, t_f1=0.6, b_f1=0.5, status=None, with_full=True):
 
 
 def test_auto_is_the_ensemble_of_every_kind_trained_and_says_why():
-    plan = scoring.plan_scoring(full_run("r1", t_f1=0.7, b_f1=0.6))
+    plan = plan_scoring(full_run("r1", t_f1=0.7, b_f1=0.6))
     assert plan.scorer == "ensemble" and "weighted by the likelihood of held-out texts" in plan.reason
     assert (
         "transformer (held-out macro-F1 0.700)" in plan.reason
@@ -193,10 +198,10 @@ def test_auto_is_the_ensemble_of_every_kind_trained_and_says_why():
     )
     assert [m.kind for m in plan.specs[0].members] == ["transformer", "baseline"]
     four = full_run("r2") + [ref("r2", k, f) for k in ("frozen", "similarity") for f in (0, 1, -1)]
-    plan = scoring.plan_scoring(four)
+    plan = plan_scoring(four)
     assert [m.kind for m in plan.specs[1].members] == ["transformer", "baseline", "frozen", "similarity"]
     only = [m for m in full_run("r3") if m.kind == "baseline"]
-    plan = scoring.plan_scoring(only)
+    plan = plan_scoring(only)
     assert plan.scorer == "baseline" and plan.model_ids == [
         "r3-baseline-0",
         "r3-baseline-1",
@@ -208,9 +213,9 @@ def test_ensemble_weights_follow_held_out_likelihood():
     rng = np.random.default_rng(1)
     good = rng.uniform(0.6, 0.95, 500)  # a member that gives the true classes high probability
     poor = rng.uniform(0.01, 0.2, 500)
-    w = scoring.fit_weights([good, poor])
+    w = fit_weights([good, poor])
     assert w[0] > 0.9 and w[1] < 0.1 and sum(w) == pytest.approx(1.0)
-    assert scoring.fit_weights([good, good]) == pytest.approx([0.5, 0.5])
+    assert fit_weights([good, good]) == pytest.approx([0.5, 0.5])
     members = [
         type(
             "M",
@@ -223,32 +228,30 @@ def test_ensemble_weights_follow_held_out_likelihood():
             {"labels": ["a", "b"], "log_proba": lambda self, t: np.log(np.array([[0.1, 0.9]] * len(t)))},
         )(),
     ]
-    mixed = scoring.EnsembleScorer(members, [1.0, 1.0], [3.0, 1.0]).predict_proba(["x"])
+    mixed = EnsembleScorer(members, [1.0, 1.0], [3.0, 1.0]).predict_proba(["x"])
     assert mixed[0].tolist() == pytest.approx([0.7, 0.3], abs=1e-6)
 
 
 def test_latest_complete_finished_run_is_the_default():
     models = full_run("old") + [ref("partial", "transformer", 0)] + full_run("crashed", status="failed")
-    plan = scoring.plan_scoring(models, "transformer")
+    plan = plan_scoring(models, "transformer")
     assert plan.training_run == "old"
-    assert scoring.plan_scoring(models, "transformer", training_run="crashed").training_run == "crashed"
+    assert plan_scoring(models, "transformer", training_run="crashed").training_run == "crashed"
     with pytest.raises(InputError, match="no models were trained by"):
-        scoring.plan_scoring(models, training_run="nope")
+        plan_scoring(models, training_run="nope")
     with pytest.raises(InputError, match="imtext train"):
-        scoring.plan_scoring([], "auto")
+        plan_scoring([], "auto")
     only_transformers = [m for m in full_run("r") if m.kind == "transformer"]
     with pytest.raises(InputError, match="two kinds of models"):
-        scoring.plan_scoring(only_transformers, "ensemble")
-    assert (
-        scoring.plan_scoring(only_transformers).reason == "only transformer models were trained in this run"
-    )
+        plan_scoring(only_transformers, "ensemble")
+    assert plan_scoring(only_transformers).reason == "only transformer models were trained in this run"
     with pytest.raises(InputError, match="--scorer"):
-        scoring.plan_scoring(only_transformers, "bert")
+        plan_scoring(only_transformers, "bert")
 
 
 def test_ensemble_ids_are_stable_and_distinct_per_fold():
-    plan = scoring.plan_scoring(full_run("r"), "ensemble")
-    again = scoring.plan_scoring(full_run("r"), "ensemble")
+    plan = plan_scoring(full_run("r"), "ensemble")
+    again = plan_scoring(full_run("r"), "ensemble")
     assert plan.model_ids == again.model_ids and len(set(plan.model_ids)) == 3
     assert all(i.startswith("ens-") for i in plan.model_ids)
     assert [m.kind for m in plan.specs[0].members] == ["transformer", "baseline"]
@@ -264,8 +267,8 @@ def test_each_text_goes_to_the_model_that_did_not_train_on_it():
             "trained": [i < 30 for i in range(40)],  # ten texts arrived after training
         }
     )
-    plan = scoring.plan_scoring(full_run("r"), "baseline")
-    out = scoring.assign_scorers(texts, plan)
+    plan = plan_scoring(full_run("r"), "baseline")
+    out = assign_scorers(texts, plan)
     for row in out.iter_rows(named=True):
         if row["trained"]:
             assert row["fold"] == fold_of(row["image_id"], 2, 0) and row["role"] == "out-of-fold"
@@ -273,8 +276,8 @@ def test_each_text_goes_to_the_model_that_did_not_train_on_it():
         else:
             assert row["model_id"] == "r-baseline--1" and row["role"] == "new-texts"
     # without a model on everything, new texts fall back to their fold model (it never saw them either)
-    plan = scoring.plan_scoring(full_run("r", with_full=False), "baseline")
-    out = scoring.assign_scorers(texts, plan)
+    plan = plan_scoring(full_run("r", with_full=False), "baseline")
+    out = assign_scorers(texts, plan)
     assert out.filter(pl.col("fold") < 0).is_empty()
 
 
@@ -283,17 +286,17 @@ def test_each_text_goes_to_the_model_that_did_not_train_on_it():
 
 def test_mask_class_names_replaces_every_lemma_and_plural_but_not_parts_of_words():
     lemmas = ["tabby", "tabby cat", "cat"]
-    assert scoring.mask_class_names("My Tabby Cat and two cats", lemmas) == "My thing and two thing"
-    assert scoring.mask_class_names("a category of concatenation", lemmas) == "a category of concatenation"
-    assert scoring.mask_class_names("", lemmas) == "" and scoring.mask_class_names("cat", []) == "cat"
-    assert scoring.mask_class_names("great white shark!", ["great white shark", "shark"], "x") == "x!"
+    assert mask_class_names("My Tabby Cat and two cats", lemmas) == "My thing and two thing"
+    assert mask_class_names("a category of concatenation", lemmas) == "a category of concatenation"
+    assert mask_class_names("", lemmas) == "" and mask_class_names("cat", []) == "cat"
+    assert mask_class_names("great white shark!", ["great white shark", "shark"], "x") == "x!"
 
 
 def test_cli_help_states_the_real_defaults():
     from flows.commands import curate
 
-    assert curate.HELP_DEFAULT_MIN_P_TRUE == scoring.DEFAULT_MIN_P_TRUE
-    assert curate.HELP_DEFAULT_TOP_K == scoring.DEFAULT_TOP_K
+    assert curate.HELP_DEFAULT_MIN_P_TRUE == DEFAULT_MIN_P_TRUE
+    assert curate.HELP_DEFAULT_TOP_K == DEFAULT_TOP_K
 
 
 def test_report_renders_and_escapes():
@@ -311,7 +314,7 @@ def test_report_renders_and_escapes():
             "images_with_text": [1, 0],
         }
     )
-    curve = scoring.pr_curve([0.9, 0.1], [True, False])
+    curve = pr_curve([0.9, 0.1], [True, False])
     html = report.curation_report_html(
         {
             "run_id": "r",
@@ -349,7 +352,7 @@ def tiny():
 
 def test_length_sorted_dynamic_padding_gives_the_scores_of_one_text_at_a_time(tiny):
     model, tokenizer = tiny
-    scorer = scoring.TransformerScorer(model, tokenizer, batch_size=2, device="cpu")
+    scorer = TransformerScorer(model, tokenizer, batch_size=2, device="cpu")
     together = scorer.predict_proba(TEXTS)
     alone = np.concatenate([scorer.predict_proba([t]) for t in TEXTS])
     assert together.shape == (5, 3) and np.allclose(together.sum(axis=1), 1.0, atol=1e-5)
@@ -360,8 +363,8 @@ def test_length_sorted_dynamic_padding_gives_the_scores_of_one_text_at_a_time(ti
 @pytest.mark.gpu
 def test_cuda_bf16_scores_agree_with_cpu(tiny):
     model, tokenizer = tiny
-    cpu = scoring.TransformerScorer(model, tokenizer, device="cpu").predict_proba(TEXTS)
-    gpu = scoring.TransformerScorer(model, tokenizer, device="cuda").predict_proba(TEXTS)
+    cpu = TransformerScorer(model, tokenizer, device="cpu").predict_proba(TEXTS)
+    gpu = TransformerScorer(model, tokenizer, device="cuda").predict_proba(TEXTS)
     assert np.abs(cpu - gpu).max() < 0.05
 
 
@@ -389,10 +392,10 @@ def test_stored_training_folds_decide_who_judges_a_text():
     """Twins were put in one fold at training: curation must follow the stored folds, not the hash."""
     ids = [f"n01440764_{i}" for i in range(20)]
     texts = pl.DataFrame({"text_id": [f"t{i}" for i in range(20)], "image_id": ids, "trained": [True] * 20})
-    plan = scoring.plan_scoring(full_run("r"), "baseline")
+    plan = plan_scoring(full_run("r"), "baseline")
     # every image stored in the fold its hash would NOT give it (as a twin group can do)
     stored = pl.DataFrame({"image_id": ids[:15], "fold": [1 - fold_of(i, 2, 0) for i in ids[:15]]})
-    out = scoring.assign_scorers(texts, plan, stored)
+    out = assign_scorers(texts, plan, stored)
     folds = dict(zip(out["image_id"], out["fold"], strict=True))
     assert all(folds[i] == 1 - fold_of(i, 2, 0) for i in ids[:15])
     assert all(folds[i] == fold_of(i, 2, 0) for i in ids[15:])  # not stored: no training text, hash is safe
