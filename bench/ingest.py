@@ -198,7 +198,7 @@ def method_bulk(rows: int, home: Path) -> dict:
     """1.28M synthetic `images` rows through the ingest write path (timed: the write alone)."""
     import polars as pl
 
-    from tasks.images import write_batch
+    from tasks.ingest.load import write_batch
     from warehouse.db import Warehouse
 
     wh = Warehouse(f"sqlite:{home}/catalog.sqlite", f"{home}/data/")

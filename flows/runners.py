@@ -12,6 +12,7 @@ Every shard task gets a detached warehouse handle (catalog and data path, no con
 its own connection on the worker, writes its shard in one snapshot under the warehouse writer
 lock, and closes it: several processes (and machines, with a Postgres catalog) write at once.
 The flow's own steps before and after the fan-out (planning, bookkeeping) stay in the flow run.
+Both ways run through one function, `tasks.shards.run_shards`: the shards, a tally, the progress.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from enum import Enum
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from flows.settings import load_settings
+from tasks.shards import cluster_threads, run_shards
 
 TASK_RUNNERS = ("default", "dask")
 
@@ -42,22 +43,11 @@ TASK_RUNNER_HELP = (
 )
 
 
-class ScaleOutSettings(BaseSettings):
-    """IMTEXT_TASK_RUNNER and IMTEXT_DASK_ADDRESS, read when a flow starts."""
-
-    model_config = SettingsConfigDict(env_prefix="IMTEXT_", extra="ignore")
-
-    task_runner: str = Field("default", description="default or dask")
-    dask_address: str | None = Field(
-        None, description="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
-    )
-
-
 def choose(task_runner: str | None) -> str:
     """The task runner name: the flow parameter when given, else IMTEXT_TASK_RUNNER, else 'default'."""
     from tasks.errors import InputError
 
-    name = (task_runner or ScaleOutSettings().task_runner).strip().lower()
+    name = (task_runner or load_settings().task_runner).strip().lower()
     if name not in TASK_RUNNERS:
         where = "--task-runner" if task_runner else "IMTEXT_TASK_RUNNER"
         raise InputError(f"{where} must be one of {', '.join(TASK_RUNNERS)}, not {name!r}")
@@ -95,7 +85,7 @@ def fan_out(task_runner: str | None, workers: int = 1) -> Iterator[object | None
     if choose(task_runner) == "default":
         yield None
         return
-    address = ScaleOutSettings().dask_address
+    address = load_settings().dask_address
     with _quiet_dask(), _api_url_for_workers(), dask_task_runner(address, workers) as runner:
         yield runner
 
@@ -127,77 +117,22 @@ def _api_url_for_workers() -> Iterator[None]:
         yield
 
 
-def cluster_threads(runner, fallback: int = 1) -> int:
-    """How many shards the runner's cluster runs at once (its worker threads), to size the shards."""
-    try:
-        return max(1, sum(runner.client.nthreads().values()))
-    except Exception:
-        return max(1, fallback)
-
-
 def detached(wh):
     """A copy of the warehouse handle without its connection, to send to a worker (opens lazily there)."""
     return dataclasses.replace(wh, _con=None, _pg=None)
 
 
-def run_shards(
-    runner, task, shards: list[dict], common: dict, on_done: Callable[[int, object], None] | None = None
-) -> list:
-    """Run `task(**common, **shard)` per shard on a Dask task runner; results in shard order.
-
-    A bounded number of shards is in flight (four per worker thread), so a million inputs never sit
-    in the scheduler's memory at once. `on_done(index, result)` is called as each shard finishes
-    (progress, running totals). After a failed shard no new shard starts; the ones in flight finish
-    (their writes are whole snapshots), then the failure is raised.
-    """
-    from distributed import as_completed
-
-    queue = iter(enumerate(shards))
-    in_flight: dict[str, tuple[int, object]] = {}
-    results: list = [None] * len(shards)
-    failure: BaseException | None = None
-
-    def submit_next():
-        nxt = None if failure is not None else next(queue, None)
-        if nxt is None:
-            return None
-        i, shard = nxt
-        # No opaque()/quote() here: Dask rebuilds the tuples they are made of as plain tuples on
-        # the way to the worker, so the task would get (value,) instead of value.
-        future = runner.submit(task, parameters={**common, **shard})
-        in_flight[future.wrapped_future.key] = (i, future)
-        return future.wrapped_future
-
-    first = [submit_next() for _ in range(cluster_threads(runner) * 4)]
-    finished = as_completed([f for f in first if f is not None], loop=runner.client.loop)
-    for wrapped in finished:
-        i, future = in_flight.pop(wrapped.key)
-        try:
-            results[i] = future.result()
-        except BaseException as exc:
-            failure = failure or exc
-        else:
-            if on_done is not None:
-                on_done(i, results[i])
-        following = submit_next()
-        if following is not None:
-            finished.add(following)
-    if failure is not None:
-        raise failure
-    return results
-
-
-# -- the fan-outs ------------------------------------------------------------------------------------
+# -- the fan-outs: each one the shards, a tally and `run_shards` ------------------------------------
 def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
-    """Ingest a plan's shards on `runner`: the same totals as `tasks.images.load_images`.
+    """Ingest a plan's shards on `runner`: the same totals as `tasks.ingest.images.load_images`.
 
     The rejects found while listing and the archive bookkeeping are written by the flow run; each
     shard probes its inputs and loads them in its own snapshot. An image_id found in two shards is
     kept from the shard that commits first (the other is quarantined as a duplicate), where the
     in-process path keeps the first path in sorted order.
     """
-    from tasks import imageio
-    from tasks.images import records_frame, split_records, write_batch
+    from tasks.ingest import imageio
+    from tasks.ingest.load import records_frame, split_records, write_batch
     from tasks.shards import ingest_shard
 
     totals = {"added": 0, "updated": 0, "quarantined": 0, "skipped": plan.skipped, "snapshots": 0}
@@ -217,7 +152,7 @@ def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
             if archive is not None:
                 archive["quarantined"] += 1
 
-    def done(i: int, counts: dict) -> None:
+    def tally(i: int, counts: dict) -> None:
         add(counts)
         totals["skipped"] += counts["skipped"]
         for container, (images, quarantined) in counts["containers"].items():
@@ -225,12 +160,11 @@ def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
             if archive is not None:
                 archive["images"] += images
                 archive["quarantined"] += quarantined
-        if progress is not None:
-            progress.advance(plan.units[i][2])
 
     shards = [{"probe": fn, "args": args} for fn, args, _ in plan.units]
+    weights = [weight for _, _, weight in plan.units]
     common = {"wh": detached(wh), "source": plan.source, "run_id": run_id}
-    run_shards(runner, ingest_shard, shards, common, done)
+    run_shards(runner, ingest_shard, shards, common, tally, progress=progress, weights=weights)
     if plan.archives:  # recorded last: an archive counts as done once all its shards are in
         no_images, no_quarantine = split_records(records_frame([]), None)
         add(write_batch(wh, no_images, no_quarantine, plan.archives, plan.source, run_id, plan.known))
@@ -245,14 +179,13 @@ def embedded_on(runner, wh, todo, run_id: str, concurrency: int, progress=None) 
     shards = [{"images": todo.slice(start, size)} for start in range(0, todo.height, size)]
     totals: dict = {}
 
-    def done(i: int, counts: dict) -> None:
+    def tally(i: int, counts: dict) -> None:
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
-        if progress is not None:
-            progress.advance(shards[i]["images"].height)
 
     common = {"wh": detached(wh), "run_id": run_id, "concurrency": concurrency}
-    run_shards(runner, embedded_shard, shards, common, done)
+    weights = [shard["images"].height for shard in shards]
+    run_shards(runner, embedded_shard, shards, common, tally, progress=progress, weights=weights)
     return totals or {"done": 0, "gone": 0, "failed": 0, "texts_added": 0, "images_with_text": 0}
 
 
@@ -271,10 +204,8 @@ def score_on(runner, wh, plan, pending, policy, run_id: str, progress=None, **kw
         texts = pending.filter(pl.col("model_id") == model_id)
         size = max(2000, -(-texts.height // max(1, workers * 2)))
         shards += [{"pending": texts.slice(s, size)} for s in range(0, texts.height, size)]
-
-    def done(i: int, added: int) -> None:
-        if progress is not None:
-            progress.advance(shards[i]["pending"].height)
-
+    added = [0] * len(shards)
     common = {"wh": detached(wh), "plan": plan, "policy": policy, "run_id": run_id, "options": kwargs}
-    return sum(run_shards(runner, score_shard, shards, common, done))
+    weights = [shard["pending"].height for shard in shards]
+    run_shards(runner, score_shard, shards, common, added.__setitem__, progress=progress, weights=weights)
+    return sum(added)

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     flickr_api: str = "https://api.flickr.com/services/rest"
     flickr_api_key: SecretStr | None = None
     workers: int = Field(0, description="parallel worker processes; 0 means one per CPU core")
+    task_runner: str = Field("default", description="where a flow's fan-out runs: default or dask")
+    dask_address: str | None = Field(
+        None, description="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
+    )
 
     # Every path is made absolute when settings load: a relative path would otherwise mean a
     # different place to each library that resolves it later (Great Expectations refuses one), and

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 from PIL import Image, IptcImagePlugin
 
-from tasks.http import bounded_map
+from tasks.harvest.http import bounded_map
 from tasks.text import BatchWriter, decode_bytes, join_tags
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def extract_embedded(data: bytes) -> list[tuple[str, str]]:
 def read_bytes(path: str) -> bytes:
     """Image bytes by `images.path`: the ingestion helper's reader (archives too) when present."""
     try:
-        from tasks.imageio import read_image_bytes
+        from tasks.ingest.imageio import read_image_bytes
     except ImportError:
         return Path(path).read_bytes()
     return read_image_bytes(path)

@@ -40,7 +40,7 @@ def ingest(
 ) -> None:
     """Ingest ImageNet images into `images`; bad files go to `quarantine`. Re-runs add only new or changed files."""
     prefect_env()
-    from tasks.images import locate_source
+    from tasks.ingest.images import locate_source
 
     # Checked here too (the flow checks again) so that a bad layout is one line on the terminal,
     # not a failed flow run's traceback.

@@ -75,7 +75,7 @@ def test_every_flow_and_idempotent_task_of_imtext_has_retries():
     from expectations.tasks import store_results_task
     from flows import curate, export, harvest, ingest, pipeline, train, validate
     from tasks import shards
-    from tasks.images import load_images
+    from tasks.ingest.images import load_images
 
     flows = [
         ingest.ingest_flow,

@@ -28,7 +28,7 @@ WRITER = """
 import sys, time
 from flows.commands.common import prefect_env
 prefect_env()  # before Prefect is imported, as the CLI does
-import tasks.images as images
+import tasks.ingest.images as images
 images.COMMIT_ROWS = 16
 write_batch = images.write_batch
 def slow_write_batch(*args, **kwargs):

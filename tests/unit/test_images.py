@@ -11,17 +11,12 @@ import pytest
 from PIL import Image
 
 from flows.demo.sample import bomb_jpeg
-from tasks import imageio
 from tasks.errors import InputError
-from tasks.images import (
-    drop_unchanged,
-    list_folder,
-    locate_source,
-    read_val_labels,
-    records_frame,
-    shard,
-    split_records,
-)
+from tasks.ingest import imageio
+from tasks.ingest.folders import list_folder
+from tasks.ingest.images import locate_source
+from tasks.ingest.layout import read_val_labels
+from tasks.ingest.load import drop_unchanged, records_frame, shard, split_records
 
 WNID, OTHER = "n01440764", "n01443537"
 
@@ -248,9 +243,9 @@ def test_read_val_labels_solution_csv(tmp_path):
 
 
 def test_listing_on_the_pool_gives_the_same_items(tmp_path, monkeypatch):
-    import tasks.images
+    import tasks.ingest.folders
 
     source = locate_source(str(make_tree(tmp_path / "imagenet")))
     serial = list_folder(source, workers=1)
-    monkeypatch.setattr(tasks.images, "POOL_MIN_FOLDERS", 1)
+    monkeypatch.setattr(tasks.ingest.folders, "POOL_MIN_FOLDERS", 1)
     assert list_folder(source, workers=2) == serial

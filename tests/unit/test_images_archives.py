@@ -13,10 +13,11 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from tasks import imageio
-from tasks.archives import read_devkit_labels, scan_archives
 from tasks.errors import InputError
-from tasks.images import locate_source
+from tasks.ingest import imageio
+from tasks.ingest.archives import scan_archives
+from tasks.ingest.images import locate_source
+from tasks.ingest.layout import read_devkit_labels
 
 WNID, OTHER = "n01440764", "n01443537"
 

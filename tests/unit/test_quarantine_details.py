@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import imageio
-from tasks.images import list_folder, locate_source
+from tasks.ingest import imageio
+from tasks.ingest.folders import list_folder
+from tasks.ingest.images import locate_source
 
 WNID = "n01440764"
 SECRET = b"root:x:0:0:SECRETVALUE:/root:/bin/bash\n"

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import pytest
 from PIL import Image
 
-from tasks import imageio
-from tasks.archives import scan_archives
-from tasks.images import locate_source
+from tasks.ingest import imageio
+from tasks.ingest.archives import scan_archives
+from tasks.ingest.images import locate_source
 
 WNID = "n01440764"
 

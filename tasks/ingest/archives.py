@@ -9,7 +9,7 @@
   work per row group.
 
 Image paths name the archive and member (`a.tar::n01440764.tar::n01440764_10026.JPEG`,
-`s.parquet::17`); `tasks.imageio.read_image_bytes` opens them. Members that are links, devices or
+`s.parquet::17`); `tasks.ingest.imageio.read_image_bytes` opens them. Members that are links, devices or
 whose names escape a folder are quarantined and never read; a damaged tar keeps what was read
 before the damage and quarantines the rest. An archive already ingested with the same size and
 mtime is skipped whole.
@@ -17,19 +17,20 @@ mtime is skipped whole.
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from tasks import imageio
 from tasks.errors import InputError
+from tasks.ingest import imageio
+from tasks.ingest.layout import LABEL_FILE, Plan, Source, read_val_labels, wnids
+from tasks.ingest.load import read_known, shard
+from tasks.ingest.tar import BLOCK, TarDamage, is_tar_header, iter_members
 from warehouse.db import load_query
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
-GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 # Average ImageNet JPEG, to estimate a class tar's image count (for progress) from its size.
 MEAN_IMAGE_BYTES = 110_000
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
@@ -54,77 +55,25 @@ def find_archives(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Labels
-
-
-def _wnids() -> tuple[str, ...]:
-    from warehouse.catalog import read_classes
-
-    return tuple(read_classes()["wnid"].to_list())
-
-
-def _parse_ground_truth(text: str, meta: bytes, where: str) -> dict[str, str]:
-    """Devkit ground truth (one ILSVRC2012_ID per line, in val image order) → image_id → wnid."""
-    import scipy.io
-
-    try:
-        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
-        ids = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"], strict=True)}
-    except Exception as exc:  # scipy raises many kinds on a foreign file
-        raise InputError(f"{where}: meta.mat has no readable synsets ({exc})") from None
-    known = set(_wnids())
-    labels = {}
-    for n, line in enumerate(text.split(), start=1):
-        wnid = ids.get(int(line)) if line.isdigit() else None
-        if wnid not in known:
-            raise InputError(f"{where}:{n}: {line!r} is not the ILSVRC2012_ID of an ImageNet-1k class")
-        labels[f"ILSVRC2012_val_{n:08d}"] = wnid
-    if not labels:
-        raise InputError(f"{where}: the ground truth file is empty")
-    return labels
-
-
-def read_devkit_labels(path: Path) -> dict[str, str]:
-    """Val labels from the devkit: its .tar.gz, or the ground-truth .txt with meta.mat beside it."""
-    if path.name.endswith(".txt"):
-        meta = path.with_name("meta.mat")
-        if not meta.is_file():
-            raise InputError(f"{path}: the devkit ground truth needs meta.mat beside it ({meta})")
-        return _parse_ground_truth(path.read_text(), meta.read_bytes(), str(path))
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            found = {}
-            for info in tf:
-                name = PurePosixPath(info.name).name
-                if info.isfile() and name in (GROUND_TRUTH, "meta.mat"):
-                    found[name] = tf.extractfile(info).read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read the devkit archive ({exc})") from None
-    if len(found) < 2:
-        raise InputError(f"{path}: no data/{GROUND_TRUTH} and data/meta.mat in this devkit archive")
-    return _parse_ground_truth(found[GROUND_TRUTH].decode(), found["meta.mat"], f"{path}::{GROUND_TRUTH}")
-
-
-# --------------------------------------------------------------------------------------------------
 # Locating
 
 
 def _first_member(path: Path) -> str | None:
     """Name of the tar's first member that is not a folder (None: it holds none).
 
-    Raises `InputError` for a file that is no plain tar at all, and `imageio.TarDamage` for a tar
+    Raises `InputError` for a file that is no plain tar at all, and `TarDamage` for a tar
     whose headers are damaged before its first member.
     """
     with open(path, "rb", buffering=0) as fh:
-        first = fh.read(imageio.BLOCK)
+        first = fh.read(BLOCK)
         for prefix, kind in _COMPRESSED.items():
             if first.startswith(prefix):
                 raise InputError(
                     f"{path}: a {kind}-compressed tar; ILSVRC tars are plain, unpack the outer layer first"
                 )
-        if first.strip(b"\0") and not imageio.is_tar_header(first):
+        if first.strip(b"\0") and not is_tar_header(first):
             raise InputError(f"{path}: not a readable tar (no tar header at its start)")
-        for ref in imageio.iter_members(fh, 0, os.fstat(fh.fileno()).st_size):
+        for ref in iter_members(fh, 0, os.fstat(fh.fileno()).st_size):
             if ref.kind != "dir":
                 return ref.name
     return None
@@ -139,7 +88,7 @@ def tar_kind(path: Path) -> str:
         return "class-tar"
     try:
         first = _first_member(path)
-    except imageio.TarDamage:
+    except TarDamage:
         return "damaged"
     if first is None:
         raise InputError(f"{path}: the tar holds no files")
@@ -178,8 +127,6 @@ def _check_shard(path: Path) -> None:
 
 def locate_archives(root: Path, files: list[Path], split: str, labels_path: Path | None):
     """A validated archive source: which tars or shards to read, for which split, with which labels."""
-    from tasks.images import LABEL_FILE, Source, read_val_labels
-
     if all(is_parquet(f) for f in files):
         chosen = []
         for shard in files:
@@ -248,7 +195,7 @@ def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
         archive.split = "unknown"
         try:
             _first_member(path)
-        except imageio.TarDamage as exc:
+        except TarDamage as exc:
             archive.rejects.append(
                 imageio.reject_record(str(path), exc.reason, str(exc), st.st_size, st.st_mtime)
             )
@@ -256,11 +203,11 @@ def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
     if kind == "class-tar":
         archive.entries.append((path.name, 0, st.st_size, path.name[: -len(".tar")]))
         return archive
-    wnids = wnid_set()
+    known_wnids = wnid_set()
     bad = []
     with open(path, "rb", buffering=0) as fh:
         try:
-            for ref in imageio.iter_members(fh, 0, st.st_size):
+            for ref in iter_members(fh, 0, st.st_size):
                 member = f"{path}{imageio.SEP}{ref.name}"
                 if ref.kind == "dir":
                     continue
@@ -276,7 +223,7 @@ def scan_tar(path: Path, labels: dict[str, str] | None) -> Archive:
                                 member, imageio.OUTSIDE, "not a class tar (<wnid>.tar)", ref.size, ref.mtime
                             )
                         )
-                    elif stem not in wnids:
+                    elif stem not in known_wnids:
                         bad.append(member)
                     else:
                         archive.entries.append((ref.name, ref.offset, ref.size, stem))
@@ -333,8 +280,6 @@ def scan_archives(source) -> list[Archive]:
 
 def plan_archives(con, source, archives: list[Archive], workers: int):
     """Skip archives ingested unchanged and members already held; cut the rest into units of work."""
-    from tasks.images import Plan, read_known, shard
-
     done = {row[0]: row[1:] for row in con.execute(load_query("ingest_known_archives")).fetchall()}
     known = read_known(con, str(source.root))
     held = defaultdict(set)  # container path → {(member, size, mtime)} already in the warehouse
@@ -342,7 +287,7 @@ def plan_archives(con, source, archives: list[Archive], workers: int):
         container, _, member = path.rpartition(imageio.SEP)
         held[container].add((member, size, mtime))
     plan = Plan(str(source.root), source.kind, known=known)
-    wnids = _wnids() if source.kind == "parquet" else ()
+    class_wnids = wnids() if source.kind == "parquet" else ()
     for archive in archives:
         plan.seen += sum(e[2] if archive.kind == "parquet" else 1 for e in archive.entries) + len(
             archive.rejects
@@ -359,7 +304,7 @@ def plan_archives(con, source, archives: list[Archive], workers: int):
         )  # fmt: skip
         if archive.kind == "parquet":
             for group, first, rows in archive.entries:
-                args = (archive.path, group, first, archive.split, wnids, archive.mtime)
+                args = (archive.path, group, first, archive.split, class_wnids, archive.mtime)
                 plan.units.append((imageio.probe_parquet_group, args, rows))
         elif archive.kind in ("class-tars", "class-tar"):
             for name, offset, size, wnid in archive.entries:
