@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flows.demo.servers import CannedData, serve_apis  # noqa: E402
-from tasks.http import HttpClient  # noqa: E402
+from tasks.harvest.http import HttpClient  # noqa: E402
 
 PHOTO = {
     "id": "1",
@@ -186,7 +186,7 @@ def _python_baseline(records: list[dict]) -> float:
 def bench_captions(n: int) -> dict:
     import polars as pl
 
-    from tasks.captions import import_captions
+    from tasks.harvest.captions import import_captions
     from warehouse.catalog import read_classes
     from warehouse.db import Warehouse
 

@@ -107,14 +107,14 @@ def images(
 # first, a bad input is one line on the terminal instead of a failed flow run's traceback.
 def preflight_classes(classes: str, descriptions: Path | None) -> None:
     """Refuse unknown wnids in --classes and a missing or malformed description file."""
-    from tasks.descriptions import read_descriptions
+    from tasks.harvest.descriptions import read_descriptions
     from warehouse.catalog import read_classes
 
     catalog = read_classes()
     if classes.strip() not in ("ingested", "all"):
-        from flows.harvest import _select_classes
+        from tasks.harvest.wikipedia import select_classes
 
-        _select_classes(None, classes)  # an explicit wnid list needs no warehouse to be checked
+        select_classes(None, classes)  # an explicit wnid list needs no warehouse to be checked
     if descriptions is not None:
         read_descriptions(_input_file(descriptions, "--descriptions"), catalog)
 
@@ -122,7 +122,7 @@ def preflight_classes(classes: str, descriptions: Path | None) -> None:
 def preflight_images(captions: Path | None, flickr_urls: Path | None) -> None:
     """Refuse a missing or malformed captions file and a missing URL list."""
     if captions is not None:
-        from tasks.captions import read_captions
+        from tasks.harvest.captions import read_captions
 
         read_captions(_input_file(captions, "--captions"))
     if flickr_urls is not None:

@@ -29,9 +29,9 @@ from pathlib import Path
 import polars as pl
 
 from flows.demo.servers import FLICKR_FILE, WIKIPEDIA_FILE
-from tasks.captions import caption_rows
-from tasks.flickr import SOURCE as FLICKR
-from tasks.flickr import photo_texts
+from tasks.harvest.captions import caption_rows
+from tasks.harvest.flickr import SOURCE as FLICKR
+from tasks.harvest.flickr import photo_texts
 from tasks.text import prepare_image_texts
 
 API_KEY = "demo-flickr-key-0123456789abcdef"

@@ -17,7 +17,7 @@ from tests.flows.test_harvest_flows import add_images
 
 WNIDS = ["n01440764", "n01484850", "n02085620", "n02123045"]
 # The real command, with small batches so that a kill lands between committed batches.
-RUN_CLI = "import tasks.flickr as f; f.BATCH_SIZE = 4; from flows.cli import app; app()"
+RUN_CLI = "import tasks.harvest.flickr as f; f.BATCH_SIZE = 4; from flows.cli import app; app()"
 
 
 @pytest.mark.slow

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from flows.demo.servers import CannedData, serve_apis
-from tasks.captions import caption_rows, read_captions
-from tasks.descriptions import read_descriptions, wordnet_texts
 from tasks.embedded import extract_embedded
 from tasks.errors import InputError
-from tasks.flickr import FlickrClient, FlickrKeyError, parse_url_list
-from tasks.http import HttpClient
-from tasks.wikipedia import fetch_summary
+from tasks.harvest.captions import caption_rows, read_captions
+from tasks.harvest.descriptions import read_descriptions, wordnet_texts
+from tasks.harvest.flickr import FlickrClient, FlickrKeyError, parse_url_list
+from tasks.harvest.http import HttpClient
+from tasks.harvest.wikipedia import fetch_summary
 from warehouse.catalog import read_classes
 
 KEY = "s3cret-key-for-tests-7f3a9"

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from flows.demo.servers import CannedData, serve_apis
-from tasks.captions import import_captions
-from tasks.descriptions import read_descriptions
 from tasks.embedded import harvest_embedded
-from tasks.flickr import FlickrClient, harvest_flickr
-from tasks.http import HttpClient
+from tasks.harvest.captions import import_captions
+from tasks.harvest.descriptions import read_descriptions
+from tasks.harvest.flickr import FlickrClient, harvest_flickr
+from tasks.harvest.http import HttpClient
 from tasks.text import MAX_TEXT_CHARS, RAW_TEXT_MAX_BYTES, prepare_class_texts, prepare_image_texts
 from warehouse.catalog import read_classes
 

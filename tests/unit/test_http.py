@@ -11,7 +11,7 @@ import pytest
 from werkzeug import Response
 
 from flows.demo.servers import CannedData, serve_apis
-from tasks.http import HttpClient, HttpError, TokenBucket, bounded_map, parse_retry_after, user_agent
+from tasks.harvest.http import HttpClient, HttpError, TokenBucket, bounded_map, parse_retry_after, user_agent
 
 SECRET = "k3y-that-must-never-show-0042"
 

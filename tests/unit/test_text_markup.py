@@ -9,7 +9,7 @@ import re
 import polars as pl
 import pytest
 
-from tasks.captions import import_captions
+from tasks.harvest.captions import import_captions
 from tasks.text import clean_series, clean_text
 from tests.unit.test_harvest_bounds import add_images
 

@@ -14,19 +14,35 @@ and an answer that echoes the key (in a title, a tag, a URL or an error message)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from tasks.errors import InputError
-from tasks.http import HttpClient, HttpError
-from tasks.text import RAW_TEXT_MAX_BYTES, BatchWriter, clean_text, decode_bytes, join_tags
+from tasks.harvest.http import HttpClient, HttpError
+from tasks.retrying import RETRY
+from tasks.text import (
+    RAW_TEXT_MAX_BYTES,
+    BatchWriter,
+    clean_text,
+    decode_bytes,
+    join_tags,
+    keys_to_fetch,
+    record_outcomes,
+    register_pending,
+    state_frame,
+)
+from warehouse.db import load_query
 
 log = logging.getLogger(__name__)
 SOURCE = "flickr"
@@ -41,6 +57,7 @@ FLICKR_PHOTO_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:static\.?flickr\.com|staticfl
 PHOTO_PAGE_URL = re.compile(r"(?i)^https?://(?:www\.)?flickr\.com/[^\s]{1,500}$")
 ERROR_CHARS = 300  # last_error keeps at most this much of a message
 PLACEHOLDER_URL = r"(?i)^https?://(?:[\w-]+\.)*(?:flickr\.com|staticflickr\.com|yimg\.com)/(?:[^?#]*/)?photo_unavailable(?:_\w+)?\.(?:gif|png|jpe?g)(?:\?.*)?$"
+PLACEHOLDER_ERROR = "flickr 'photo unavailable' placeholder URL"
 
 
 class FlickrKeyError(InputError):
@@ -224,3 +241,60 @@ def harvest_flickr(
         results.close()
     writer.flush()
     return writer.counts
+
+
+# -- what a run fetches ------------------------------------------------------------------------------
+
+
+def queue_photos(wh, path: str | Path, run_id: str, retry_failed: bool = False) -> tuple[pl.DataFrame, dict]:
+    """The (image_id, photo_id) to fetch now from the URL list at `path`, registered `pending`
+    first, and the counts of the list's lines. Placeholder URLs of ingested images are settled
+    `gone` here without a request (and --retry-failed adds nothing new)."""
+    urls = parse_url_list(path)
+    ingested = wh.con.execute(load_query("harvest_image_ids")).pl()
+    listed = urls.join(ingested, on="image_id", how="semi")
+    counts: dict = {
+        "lines": urls.height,
+        "not_ingested": urls.height - listed.height,
+        "not_flickr": listed.filter(pl.col("kind") == "other").height,
+        "malformed": listed.filter(pl.col("kind") == "malformed").height,
+    }
+    placeholders = keys_to_fetch(
+        wh.con, listed.filter(pl.col("kind") == "placeholder").select("image_id"), SOURCE, False
+    ).filter(pl.lit(not retry_failed))
+    if placeholders.height:
+        gone = state_frame(
+            placeholders["image_id"], SOURCE, "gone", run_id, [PLACEHOLDER_ERROR] * placeholders.height
+        )
+        wh.write(lambda con: record_outcomes(con, gone))
+    counts["placeholder"] = placeholders.height
+    photos = listed.filter(pl.col("kind") == "flickr").select("image_id", "photo_id")
+    todo = keys_to_fetch(wh.con, photos, SOURCE, retry_failed)
+    pending = state_frame(todo["image_id"], SOURCE, "pending", run_id).drop("status")
+    wh.write(lambda con: register_pending(con, pending))
+    counts["skipped"] = photos.height - todo.height
+    return todo, counts
+
+
+@contextlib.contextmanager
+def open_client(
+    api: str, api_key: SecretStr, rate_limit: float | None, concurrency: int
+) -> Iterator[FlickrClient]:
+    """A getInfo client of the API at `api`: `rate_limit` requests a second (default DEFAULT_RATE)."""
+    with HttpClient(
+        rate_limits={urlsplit(api).netloc: rate_limit or DEFAULT_RATE},
+        pool_size=concurrency,
+        secrets=[api_key.get_secret_value()],
+    ) as http:
+        yield FlickrClient(http, api, api_key)
+
+
+# -- Prefect tasks (thin wrappers the harvest flows call) -----------------------------------------
+
+
+@task(name="harvest-flickr", cache_policy=NO_CACHE, **RETRY)
+def harvest_flickr_task(
+    wh, client: FlickrClient, todo: pl.DataFrame, run_id: str, concurrency: int, progress
+):
+    """Fetch Flickr titles, descriptions and tags, writing texts and state in batches."""
+    return harvest_flickr(wh, client, todo, run_id, concurrency=concurrency, on_done=progress.advance)

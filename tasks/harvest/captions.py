@@ -13,8 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import InputError
+from tasks.retrying import RETRY
 from tasks.text import (
     prepare_image_texts,
     record_outcomes,
@@ -24,6 +27,7 @@ from tasks.text import (
     store_image_texts,
     tags_expr,
 )
+from warehouse.db import load_query
 
 SOURCE = "imagenet-captions"
 NOT_INGESTED = "image not ingested"
@@ -98,7 +102,7 @@ def import_captions(
     state per image, in batches."""
     records = read_captions(path) if records is None else records
     con = wh.con
-    images = con.execute("SELECT image_id, wnid AS image_wnid FROM images").pl()
+    images = con.execute(load_query("harvest_image_wnids")).pl()
     done = state_keys(con, SOURCE, ("done",)).select(pl.col("key").alias("image_id"))
     matched = records.join(images, on="image_id", how="inner")
     missing = records.join(images, on="image_id", how="anti")
@@ -156,3 +160,12 @@ def _finish(pending, counts: dict, on_done) -> None:
     counts["done"] += n
     if on_done:
         on_done(n)
+
+
+# -- Prefect tasks (thin wrappers the harvest flows call) -----------------------------------------
+
+
+@task(name="import-imagenet-captions", cache_policy=NO_CACHE, **RETRY)
+def import_captions_task(wh, path: str, records: pl.DataFrame, run_id: str, progress):
+    """Import an ImageNet-Captions file into image_texts."""
+    return import_captions(wh, path, run_id, on_done=progress.advance, records=records)

@@ -12,15 +12,22 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from tasks.http import HttpClient, HttpError
-from tasks.text import BatchWriter
+from tasks.errors import InputError
+from tasks.harvest.http import HttpClient, HttpError
+from tasks.retrying import RETRY
+from tasks.text import BatchWriter, register_pending, state_frame, state_keys
+from warehouse.catalog import read_classes
+from warehouse.db import load_query
 
 log = logging.getLogger(__name__)
 SOURCE = "wikipedia"
+RATE = 20.0  # requests per second; Wikimedia asks clients to stay well below 200/s
 
 
 @dataclass
@@ -103,3 +110,53 @@ def harvest_wikipedia(
         writer.add(wnid, result.status, result.error, rows)
     writer.flush()
     return writer.counts
+
+
+# -- what a run fetches ------------------------------------------------------------------------------
+
+
+def select_classes(wh, classes: str) -> pl.DataFrame:
+    """The catalog rows `--classes` names: `ingested` (classes with images; needs `wh`), `all`, or
+    comma-separated wnids (an InputError names the unknown ones)."""
+    catalog = read_classes()
+    choice = classes.strip()
+    if choice == "all":
+        return catalog
+    if choice == "ingested":
+        wnids = [r[0] for r in wh.con.execute(load_query("harvest_ingested_wnids")).fetchall()]
+        return catalog.filter(pl.col("wnid").is_in(wnids))
+    wanted = [w.strip() for w in choice.split(",") if w.strip()]
+    unknown = sorted(set(wanted) - set(catalog["wnid"].to_list()))
+    if not wanted or unknown:
+        shown = ", ".join(unknown) if unknown else repr(classes)
+        raise InputError(
+            f"--classes takes 'ingested', 'all' or comma-separated ImageNet-1k wnids; unknown: {shown}"
+        )
+    return catalog.filter(pl.col("wnid").is_in(wanted))
+
+
+def queue_classes(wh, selected: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    """The selected classes to fetch now (those not `done` or `gone`), registered `pending` first."""
+    settled = state_keys(wh.con, SOURCE, ("done", "gone"))["key"]
+    todo = selected.filter(~pl.col("wnid").is_in(settled.implode()))
+    pending = state_frame(todo["wnid"], SOURCE, "pending", run_id).drop("status")
+    wh.write(lambda con: register_pending(con, pending))
+    return todo
+
+
+def open_client(api: str, concurrency: int) -> HttpClient:
+    """The HTTP client for the Wikipedia REST API at `api`, at the rate Wikimedia asks for."""
+    return HttpClient(rate_limits={urlsplit(api).netloc: RATE}, pool_size=concurrency)
+
+
+# -- Prefect tasks (thin wrappers the harvest flows call) -----------------------------------------
+
+
+@task(name="harvest-wikipedia", cache_policy=NO_CACHE, **RETRY)
+def harvest_wikipedia_task(
+    wh, client: HttpClient, api: str, classes: pl.DataFrame, run_id: str, concurrency: int, progress
+):
+    """Fetch Wikipedia summaries of classes, writing texts and state in batches."""
+    return harvest_wikipedia(
+        wh, client, api, classes, run_id, concurrency=concurrency, on_done=progress.advance
+    )

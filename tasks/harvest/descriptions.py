@@ -16,8 +16,12 @@ import re
 from pathlib import Path
 
 import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import InputError
+from tasks.retrying import RETRY
+from tasks.text import prepare_class_texts, store_class_texts
 
 WORDNET_URL = "http://wordnet-rdf.princeton.edu/wn30/{offset}-n"
 _WNID = re.compile(r"^n\d{8}$")
@@ -170,3 +174,20 @@ def read_descriptions(path: str | Path, classes: pl.DataFrame) -> pl.DataFrame:
             "url": pl.String,
         },
     )
+
+
+# -- Prefect tasks (thin wrappers the harvest flows call) -----------------------------------------
+
+
+@task(name="store-wordnet-texts", cache_policy=NO_CACHE, **RETRY)
+def store_wordnet_texts(wh, classes: pl.DataFrame, run_id: str) -> int:
+    """Store the WordNet gloss and lemma names of every class (rows added)."""
+    texts = prepare_class_texts(wordnet_texts(classes), run_id)
+    return wh.write(lambda con: store_class_texts(con, texts))
+
+
+@task(name="store-description-file", cache_policy=NO_CACHE, **RETRY)
+def store_description_texts(wh, raw: pl.DataFrame, run_id: str) -> int:
+    """Store the texts of a user description file (rows added)."""
+    texts = prepare_class_texts(raw, run_id)
+    return wh.write(lambda con: store_class_texts(con, texts))
