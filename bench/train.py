@@ -87,7 +87,8 @@ def run_variant(args) -> dict:
     import torch
 
     from tasks.classifier import TINY_ROBERTA, build_classifier
-    from tasks.training import DistInfo, TrainConfig, _param_groups, _warmup_linear, train_classifier
+    from tasks.model.devices import DistInfo
+    from tasks.model.loop import TrainConfig, param_groups, train_classifier, warmup_linear
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,14 +151,14 @@ def run_variant(args) -> dict:
             ]
             optimizers = (None, None)
             if fair:
-                # The loop's own optimizer and schedule (tasks/training.py), built the same way.
+                # The loop's own optimizer and schedule (tasks/model/loop.py), built the same way.
                 from_scratch = getattr(model.config, "imtext_base_model", None) == TINY_ROBERTA
-                groups, _ = _param_groups(model, config, from_scratch)
+                groups, _ = param_groups(model, config, from_scratch)
                 optimizer = torch.optim.AdamW(
                     groups, lr=config.learning_rate, fused=device.type in ("cpu", "cuda")
                 )
                 warmup = math.ceil(config.warmup_ratio * args.steps)
-                schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(args.steps, warmup))
+                schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(args.steps, warmup))
                 optimizers = (optimizer, schedule)
             trainer = Trainer(
                 model=model,

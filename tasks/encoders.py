@@ -233,7 +233,7 @@ def fit_encoder_fold(
     `embeddings` has one row per row of `data.texts` (computed once for every fold). The model on
     everything holds nothing out: it takes `temperature` (the fold models' mean) instead.
     """
-    from tasks import training
+    from tasks.model import evaluation, fits, registry
 
     params = {
         "kind": kind,
@@ -245,12 +245,12 @@ def fit_encoder_fold(
         "data_fingerprint": data.fingerprint,
         "c": DEFAULT_C if kind == FROZEN else None,
     }
-    fingerprint = training.spec_fingerprint(data.fingerprint, params)
+    fingerprint = registry.spec_fingerprint(data.fingerprint, params)
     from tasks.classifier import short_name
 
-    model_id = training.model_id_for(f"{kind}-{short_name(encoder)}", fold, spec.folds, fingerprint)
+    model_id = registry.model_id_for(f"{kind}-{short_name(encoder)}", fold, spec.folds, fingerprint)
     model_dir = spec.models_dir / model_id
-    if (row := training._reuse(spec, model_dir)) is not None:
+    if (row := fits.reuse_finished(spec, model_dir)) is not None:
         return row
     started = time.perf_counter()
     folds = data.texts["fold"].to_numpy()
@@ -283,13 +283,13 @@ def fit_encoder_fold(
         model.temperature = _fit_scale(logits, held_y)
         scaled = logits / model.temperature
         metrics = {
-            **training.classification_metrics(scaled, held_y),
-            "eval_loss": training.cross_entropy(scaled, held_y),
+            **evaluation.classification_metrics(scaled, held_y),
+            "eval_loss": evaluation.cross_entropy(scaled, held_y),
         }
     elif temperature is not None:
         model.temperature = float(temperature)
     train_seconds = time.perf_counter() - started
-    row = training.cpu_model_row(
+    row = fits.cpu_model_row(
         model_id,
         encoder,
         fold,
@@ -306,8 +306,8 @@ def fit_encoder_fold(
         started,
     )
     model.save(model_dir, extra={"model_id": model_id})
-    training._finish_model_folder(model_dir, row)  # its model card
-    training.write_complete(model_dir, {"row": {k: v for k, v in row.items() if k != "created_at"}})
+    fits.finish_folder(model_dir, row)  # its model card
+    registry.write_complete(model_dir, {"row": {k: v for k, v in row.items() if k != "created_at"}})
     return row
 
 

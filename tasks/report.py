@@ -424,7 +424,7 @@ def training_report_markdown(
 ) -> str:
     """The training report as markdown: held-out metrics per model, the mean per kind, curves as images."""
     from tasks.markdown import escape, format_value, image_markdown, markdown_table
-    from tasks.training import _svg_lines, metrics_table, summary_by_kind
+    from tasks.training_report import metrics_table, summary_by_kind, svg_lines
 
     by_kind = summary_by_kind(rows)
     parts = [
@@ -455,7 +455,7 @@ def training_report_markdown(
             )
             for name, r in curves.items()
         ]
-        svg = _svg_lines(series, title, label)
+        svg = svg_lines(series, title, label)
         if svg:
             charts.append(image_markdown(svg, title))
     if charts:

@@ -2,86 +2,43 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from flows.commands.common import prefect_env, user_errors
+from tasks.model.options import TRAIN_OPTIONS, Option
 
 
-@user_errors
-def train(
-    base_model: str = typer.Option(
-        "roberta-base",
-        "--base-model",
-        metavar="NAME_OR_PATH",
-        help="hub name, local model folder, or offline: minilm-offline (pretrained MiniLM), "
-        "tiny-roberta (small RoBERTa from scratch)",
-    ),
-    folds: int = typer.Option(
-        2, "--folds", min=2, metavar="K", help="cross-fitting folds: K models + one on all"
-    ),
-    epochs: int = typer.Option(3, "--epochs", min=1, metavar="N", help="passes over the training texts"),
-    max_steps: int = typer.Option(
-        None,
-        "--max-steps",
-        min=1,
-        metavar="N",
-        help="stop each model after N optimizer steps (overrides --epochs)",
-    ),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="texts per forward pass (per GPU)"),
-    learning_rate: float = typer.Option(
-        5e-5, "--learning-rate", min=0.0, help="learning rate of the encoder"
-    ),
-    head_learning_rate: float = typer.Option(
-        3e-3,
-        "--head-learning-rate",
-        min=0.0,
-        help="learning rate of the new head (and of a from-scratch model)",
-    ),
-    seed: int = typer.Option(0, "--seed", help="seed of folds, batch order, dropout and the new head"),
-    max_train_samples: int = typer.Option(
-        None, "--max-train-samples", min=1, help="cap on training texts per model, for quick runs"
-    ),
-    allow_invalid: bool = typer.Option(
-        False, "--allow-invalid", help="train even when the last validation failed or never ran"
-    ),
-    baseline: bool = typer.Option(
-        True, "--baseline/--no-baseline", help="also fit the TF-IDF + linear baseline on the same folds"
-    ),
-    resume: bool = typer.Option(
-        True, "--resume/--no-resume", help="continue from checkpoints and reuse finished identical models"
-    ),
-    frozen_encoder: str = typer.Option(
-        "auto",
-        "--frozen-encoder",
-        metavar="NAME_OR_PATH",
-        help="sentence encoder of the frozen-encoder and class-similarity scorers: auto (offline MiniLM when "
-        "installed, else the base model if pretrained), a model name or folder, or none",
-    ),
-) -> None:
+def train(**options) -> None:
     """Fine-tune the text→class classifier, cross-fitted by image, with a TF-IDF baseline beside it."""
     prefect_env()
-    preflight(base_model, allow_invalid)
+    preflight(options["base_model"], options["allow_invalid"])
     from prefect import tags
 
     from flows.train import FLOW_TAGS, train_flow
 
     with tags(*FLOW_TAGS):
-        summary = train_flow(
-            base_model=base_model,
-            folds=folds,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate,
-            seed=seed,
-            max_train_samples=max_train_samples,
-            allow_invalid=allow_invalid,
-            baseline=baseline,
-            resume=resume,
-            frozen_encoder=frozen_encoder,
-        )
+        summary = train_flow(**options)
     echo_summary(summary)
+
+
+def _cli_parameter(name: str, option: Option) -> inspect.Parameter:
+    """The command's parameter of one training option: its spelling, default, bound and help."""
+    minimum = {} if option.minimum is None else {"min": option.minimum}
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=option.type,
+        default=typer.Option(
+            option.default, option.flag, metavar=option.metavar, help=option.help, **minimum
+        ),
+    )
+
+
+# The options are those of the train flow, declared once in tasks.model.options.
+train.__signature__ = inspect.Signature([_cli_parameter(n, o) for n, o in TRAIN_OPTIONS.items()])
+train = user_errors(train)
 
 
 def preflight(base_model: str, allow_invalid: bool) -> None:

@@ -12,15 +12,9 @@ import pyarrow as pa
 import pytest
 
 from tasks.classifier import TINY_ROBERTA, build_classifier, load_classifier, predict_logits, save_classifier
-from tasks.training import (
-    TrainConfig,
-    class_balance,
-    classification_metrics,
-    fold_split,
-    length_grouped_batches,
-    prepare_training_data,
-    train_classifier,
-)
+from tasks.model.data import class_balance, fold_split, prepare_training_data
+from tasks.model.evaluation import classification_metrics
+from tasks.model.loop import TrainConfig, length_grouped_batches, train_classifier
 from tests.unit.test_classifier import one_torch_thread  # noqa: F401 - autouse fixture
 
 # Four real ImageNet classes with the words their texts use.
@@ -235,7 +229,7 @@ def test_resumed_run_continues_from_its_checkpoint(data, tmp_path):
 def test_cuda_training_uses_bf16_and_learns(data):
     import torch
 
-    from tasks.training import DistInfo
+    from tasks.model.devices import DistInfo
 
     texts, y, held_texts, held_y = _fold0(data)
     model, tok, _ = build_classifier(TINY_ROBERTA, data.labels, corpus=texts, max_length=32, seed=0)
@@ -256,7 +250,7 @@ def test_minilm_fine_tunes_on_cuda(data):
     import torch
 
     from tasks.classifier import MINILM_OFFLINE
-    from tasks.training import DistInfo
+    from tasks.model.devices import DistInfo
 
     texts, y, held_texts, held_y = _fold0(data)
     model, tok, _ = build_classifier(MINILM_OFFLINE, data.labels, max_length=32, seed=0)

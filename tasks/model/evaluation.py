@@ -1,0 +1,41 @@
+"""Held-out measures of a classifier's logits, and how many texts per second a scorer reads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tasks.metrics import macro_f1
+
+
+def classification_metrics(logits: np.ndarray, y: np.ndarray) -> dict:
+    """top1, top5 and macro-F1 (over the classes present in `y`) of logits against true column indices."""
+    if len(y) == 0:
+        return {"top1": None, "top5": None, "macro_f1": None}
+    y = np.asarray(y)
+    pred = logits.argmax(axis=1)
+    k = min(5, logits.shape[1])
+    topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return {
+        "top1": float((pred == y).mean()),
+        "top5": float((topk == y[:, None]).any(axis=1).mean()),
+        "macro_f1": macro_f1(pred, y),
+    }
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float((log_norm - z[np.arange(len(y)), y]).mean())
+
+
+def scoring_speed(score: Callable[[list[str]], object], texts: Sequence[str], limit: int = 2000) -> float:
+    """Texts per second of `score` over up to `limit` texts, tokenisation included."""
+    sample = list(texts[:limit])
+    if not sample:
+        return float("nan")
+    started = time.perf_counter()
+    score(sample)
+    return len(sample) / max(time.perf_counter() - started, 1e-9)
