@@ -10,7 +10,9 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.runtime import FLOW_RETRY, final_on_user_error
-from tasks import export as exporting
+from tasks.export import options as export_options
+from tasks.export.read import read_curated_task
+from tasks.export.target import CARD, MANIFEST, check_target, record_export, write_export_task
 
 
 @flow(name="export", **FLOW_RETRY)
@@ -26,13 +28,13 @@ def export_flow(
     ] = None,
     shard_size: Annotated[
         int, Field(ge=1, description="samples per tar shard / parquet file / HF shard, at most")
-    ] = exporting.DEFAULT_SHARD_SIZE,
+    ] = export_options.DEFAULT_SHARD_SIZE,
     shard_max_mb: Annotated[
         float, Field(gt=0, description="size of a tar shard / parquet file / HF shard in MB, at most")
-    ] = exporting.DEFAULT_SHARD_MAX_MB,
+    ] = export_options.DEFAULT_SHARD_MAX_MB,
     seed: Annotated[
         int, Field(description="seed of the sample order within each split")
-    ] = exporting.DEFAULT_SEED,
+    ] = export_options.DEFAULT_SEED,
     only_with_text: Annotated[
         bool, Field(description="export only the images with at least one kept text")
     ] = False,
@@ -42,22 +44,22 @@ def export_flow(
     from flows.settings import load_settings
     from tasks.errors import InputError
 
-    if format not in exporting.FORMATS:
-        raise InputError(f"--format must be one of {', '.join(exporting.FORMATS)}, not {format!r}")
-    options = exporting.options_from(shard_size, shard_max_mb, seed, only_with_text)
+    if format not in export_options.FORMATS:
+        raise InputError(f"--format must be one of {', '.join(export_options.FORMATS)}, not {format!r}")
+    options = export_options.options_from(shard_size, shard_max_mb, seed, only_with_text)
     logger = get_run_logger()
     settings = load_settings()
-    target = str(exporting.check_target(out or settings.home / "exports" / format))
+    target = str(check_target(out or settings.home / "exports" / format))
     rid = run_id()
     wh = open_warehouse(settings)
     try:
         reader = wh.reader()
         try:
-            data = exporting.read_curated_task(reader, only_with_text)
+            data = read_curated_task(reader, only_with_text)
         finally:
             reader.close()
         progress = Progress(data.images.height, f"exporting {format}")
-        result = exporting.write_export_task(data, format, target, options, rid, on_sample=progress.advance)
+        result = write_export_task(data, format, target, options, rid, on_sample=progress.advance)
         progress.close()
         row = {
             "run_id": rid,
@@ -70,7 +72,7 @@ def export_flow(
             "manifest": json.dumps({k: v for k, v in result.manifest.items() if k != "files"}, default=str),
             "exported_at": dt.datetime.now(dt.UTC),
         }
-        exporting.record_export(wh, row)
+        record_export(wh, row)
     finally:
         wh.close()
     if data.unreadable:
@@ -95,6 +97,6 @@ def export_flow(
         "snapshot": data.snapshot,
         "curation_run": data.curation["run_id"],
         "seed": seed,
-        "manifest": str(result.out / exporting.MANIFEST),
-        "card": str(result.out / exporting.CARD),
+        "manifest": str(result.out / MANIFEST),
+        "card": str(result.out / CARD),
     }

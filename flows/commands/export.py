@@ -22,13 +22,15 @@ def preflight(out: Path | None, fmt: str, shard_size: int, shard_max_mb: float) 
     A failed check is one line and exit code 2, not a flow run with a traceback.
     """
     from flows.settings import load_settings
-    from tasks import export as exporting
     from tasks.errors import InputError
+    from tasks.export.options import options_from
+    from tasks.export.read import check_ready
+    from tasks.export.target import check_target
     from warehouse.db import Warehouse, WarehouseError
 
-    exporting.options_from(shard_size, shard_max_mb, 0, False)
+    options_from(shard_size, shard_max_mb, 0, False)
     settings = load_settings()
-    exporting.check_target(out or settings.home / "exports" / fmt)
+    check_target(out or settings.home / "exports" / fmt)
     try:
         con = Warehouse.from_settings(settings).reader()
     except WarehouseError as exc:
@@ -36,7 +38,7 @@ def preflight(out: Path | None, fmt: str, shard_size: int, shard_max_mb: float) 
             f"no curation has finished yet: run `imtext curate` before `imtext export` ({exc})"
         ) from None
     try:
-        exporting.check_ready(con)
+        check_ready(con)
     finally:
         con.close()
 

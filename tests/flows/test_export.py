@@ -117,7 +117,7 @@ def check_manifest(out: Path, expected: dict, fmt: str) -> dict:
 
 def test_parquet_loads_with_datasets_and_pyarrow_with_splits_and_labels(env, tmp_path, monkeypatch):
     from flows.export import export_flow
-    from tasks import export as exporting
+    from tasks.export import shards as exporting
 
     monkeypatch.setattr(exporting, "ROW_GROUP_ROWS", 2)  # small row groups, to see the bound hold
     expected = env["expected"]
@@ -352,7 +352,7 @@ def test_a_folder_another_program_wrote_is_refused_and_left_as_it_was(env, tmp_p
 
 def test_re_export_replaces_its_own_folder_and_a_failed_one_leaves_it_intact(env, tmp_path, monkeypatch):
     from flows.export import export_flow
-    from tasks import export as exporting
+    from tasks.export import samples as exporting
 
     out = tmp_path / "again"
     export_flow(format="webdataset", out=str(out))

@@ -75,6 +75,7 @@ def test_every_flow_and_idempotent_task_of_imtext_has_retries():
     from expectations.tasks import store_results_task
     from flows import curate, export, harvest, ingest, pipeline, train, validate
     from tasks import shards
+    from tasks.harvest import captions, descriptions, flickr, metadata, wikipedia
     from tasks.ingest.images import load_images
 
     flows = [
@@ -89,12 +90,12 @@ def test_every_flow_and_idempotent_task_of_imtext_has_retries():
     ]
     assert all(f.retries >= 1 and f.retry_delay_seconds > 0 for f in flows)
     tasks = [
-        harvest.store_wordnet_texts,
-        harvest.store_description_texts,
-        harvest.harvest_wikipedia_task,
-        harvest.import_captions_task,
-        harvest.harvest_flickr_task,
-        harvest.harvest_embedded_task,
+        descriptions.store_wordnet_texts,
+        descriptions.store_description_texts,
+        wikipedia.harvest_wikipedia_task,
+        captions.import_captions_task,
+        flickr.harvest_flickr_task,
+        metadata.harvest_embedded_task,
         shards.ingest_shard,
         shards.embedded_shard,
         shards.score_shard,

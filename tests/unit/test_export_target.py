@@ -8,8 +8,10 @@ import tarfile
 
 import pytest
 
-from tasks import export as exporting
 from tasks.errors import InputError
+from tasks.export import read as export_read
+from tasks.export import shards as export_shards
+from tasks.export import target as export_target
 
 
 def write_export(folder, contents, **manifest):
@@ -22,15 +24,15 @@ def write_export(folder, contents, **manifest):
 
 
 def test_a_new_or_empty_folder_is_a_target(tmp_path):
-    assert exporting.check_target(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert export_target.check_target(tmp_path / "new" / "out") == tmp_path / "new" / "out"
     (tmp_path / "empty").mkdir()
-    assert exporting.check_target(tmp_path / "empty") == tmp_path / "empty"
+    assert export_target.check_target(tmp_path / "empty") == tmp_path / "empty"
 
 
 def test_only_a_folder_holding_exactly_an_imtext_export_is_replaceable(tmp_path):
     ours = tmp_path / "ours"
     write_export(ours, {"data/train-00000-of-00001.parquet": b"x"}, generator="imtext")
-    assert exporting.check_target(ours) == ours
+    assert export_target.check_target(ours) == ours
     # an export from before the marker existed: recognised by the fields imtext always wrote
     legacy = tmp_path / "legacy"
     write_export(
@@ -40,7 +42,7 @@ def test_only_a_folder_holding_exactly_an_imtext_export_is_replaceable(tmp_path)
         warehouse_snapshot=3,
         curation={},
     )
-    assert exporting.check_target(legacy) == legacy
+    assert export_target.check_target(legacy) == legacy
     refused = {
         "webapp": ({"index.html": b"<html>"}, {"name": "my app"}),
         "other-generator": ({"a.parquet": b"x"}, {"generator": "someone-else"}),
@@ -51,25 +53,25 @@ def test_only_a_folder_holding_exactly_an_imtext_export_is_replaceable(tmp_path)
         folder = tmp_path / name
         write_export(folder, files, **manifest)
         with pytest.raises(InputError, match="only replaces its own exports"):
-            exporting.check_target(folder)
+            export_target.check_target(folder)
     not_json = tmp_path / "not-json"
     not_json.mkdir()
     (not_json / "manifest.json").write_text("{")
     with pytest.raises(InputError, match="holds no manifest.json written by imtext"):
-        exporting.check_target(not_json)
+        export_target.check_target(not_json)
 
 
 def test_files_and_links_are_not_targets(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(InputError, match="is a file, not a folder"):
-        exporting.check_target(afile / "sub")
+        export_target.check_target(afile / "sub")
     with pytest.raises(InputError, match="not a folder"):
-        exporting.check_target(afile)
+        export_target.check_target(afile)
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(InputError, match="not a folder"):
-        exporting.check_target(tmp_path / "link")
+        export_target.check_target(tmp_path / "link")
 
 
 def test_swap_replaces_the_old_export_and_leaves_no_sibling(tmp_path):
@@ -78,7 +80,7 @@ def test_swap_replaces_the_old_export_and_leaves_no_sibling(tmp_path):
     staging = tmp_path / "work" / "export"
     staging.mkdir(parents=True)
     (staging / "new.parquet").write_bytes(b"new")
-    exporting._swap(staging, out)
+    export_target._swap(staging, out)
     assert sorted(p.name for p in out.iterdir()) == ["new.parquet"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work"]
 
@@ -102,8 +104,8 @@ def sample(n: int, image: int) -> dict:
 
 @pytest.mark.parametrize(("max_count", "max_bytes"), [(3, 10**9), (1000, 40 * 1024), (2, 40 * 1024)])
 def test_tar_shards_hold_at_most_the_count_and_bytes(tmp_path, max_count, max_bytes):
-    shards = exporting._Shards(
-        lambda n: exporting._TarShard(tmp_path / f"shard-{n:06d}.tar"), max_count, max_bytes
+    shards = export_shards._Shards(
+        lambda n: export_shards._TarShard(tmp_path / f"shard-{n:06d}.tar"), max_count, max_bytes
     )
     sizes = [5000, 12000, 300, 9000, 20000, 100, 7000, 15000, 2500, 800]
     for n, size in enumerate(sizes):
@@ -128,7 +130,7 @@ def test_tar_shards_hold_at_most_the_count_and_bytes(tmp_path, max_count, max_by
 
 
 def test_a_sample_larger_than_the_bound_gets_a_shard_of_its_own(tmp_path):
-    shards = exporting._Shards(lambda n: exporting._TarShard(tmp_path / f"s{n}.tar"), 10, 20 * 1024)
+    shards = export_shards._Shards(lambda n: export_shards._TarShard(tmp_path / f"s{n}.tar"), 10, 20 * 1024)
     for n, size in enumerate([1000, 50_000, 1000]):
         shards.add(sample(n, size))
     assert [s.count for s in shards.close()] == [1, 1, 1]
@@ -137,7 +139,7 @@ def test_a_sample_larger_than_the_bound_gets_a_shard_of_its_own(tmp_path):
 def test_label_names_disambiguate_shared_names():
     import polars as pl
 
-    data = exporting.CuratedData(
+    data = export_read.CuratedData(
         0,
         {},
         pl.DataFrame(),
