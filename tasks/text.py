@@ -376,7 +376,7 @@ def state_keys(con, source: str, statuses: tuple[str, ...]) -> pl.DataFrame:
 def keys_to_fetch(con, keys: pl.DataFrame, source: str, retry_failed: bool = False) -> pl.DataFrame:
     """Rows of `keys` (first column image_id) to fetch now: without state or `pending`, or, with
     `retry_failed`, only those that failed. `done` and `gone` keys are never fetched again."""
-    states = con.execute("SELECT key AS image_id, status FROM harvest_state WHERE source = ?", [source]).pl()
+    states = con.execute(load_query("harvest_state_of_source"), [source]).pl()
     joined = keys.join(states, on="image_id", how="left")
     if retry_failed:
         return joined.filter(pl.col("status") == "failed").drop("status")
@@ -385,10 +385,7 @@ def keys_to_fetch(con, keys: pl.DataFrame, source: str, retry_failed: bool = Fal
 
 def state_counts(con, sources: list[str]) -> dict[str, dict[str, int]]:
     """{source: {status: keys}} from harvest_state."""
-    rows = con.execute(
-        "SELECT source, status, count(*) FROM harvest_state WHERE list_contains(?, source) GROUP BY ALL ORDER BY ALL",
-        [sources],
-    ).fetchall()
+    rows = con.execute(load_query("harvest_state_counts"), [sources]).fetchall()
     counts: dict[str, dict[str, int]] = {}
     for source, status, n in rows:
         counts.setdefault(source, {})[status] = n
