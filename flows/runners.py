@@ -133,7 +133,7 @@ def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
     """
     from tasks.ingest import imageio
     from tasks.ingest.load import records_frame, split_records, write_batch
-    from tasks.shards import ingest_shard
+    from tasks.shard_tasks import ingest_shard
 
     totals = {"added": 0, "updated": 0, "quarantined": 0, "skipped": plan.skipped, "snapshots": 0}
 
@@ -173,7 +173,7 @@ def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
 
 def embedded_on(runner, wh, todo, run_id: str, concurrency: int, progress=None) -> dict:
     """Extract embedded texts of `todo` (image_id, path) in shards on `runner`; summed counts."""
-    from tasks.shards import embedded_shard
+    from tasks.shard_tasks import embedded_shard
 
     size = max(64, min(5000, -(-todo.height // (cluster_threads(runner) * 4))))
     shards = [{"images": todo.slice(start, size)} for start in range(0, todo.height, size)]
@@ -196,7 +196,7 @@ def score_on(runner, wh, plan, pending, policy, run_id: str, progress=None, **kw
     """
     import polars as pl
 
-    from tasks.shards import score_shard
+    from tasks.shard_tasks import score_shard
 
     workers = cluster_threads(runner)
     shards = []

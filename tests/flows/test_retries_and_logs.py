@@ -74,7 +74,7 @@ def test_flows_retry_transient_failures_and_end_at_once_on_user_errors():
 def test_every_flow_and_idempotent_task_of_imtext_has_retries():
     from expectations.tasks import store_results_task
     from flows import curate, export, harvest, ingest, pipeline, train, validate
-    from tasks import shards
+    from tasks import shard_tasks
     from tasks.harvest import captions, descriptions, flickr, metadata, wikipedia
     from tasks.ingest.images import load_images
 
@@ -96,9 +96,9 @@ def test_every_flow_and_idempotent_task_of_imtext_has_retries():
         captions.import_captions_task,
         flickr.harvest_flickr_task,
         metadata.harvest_embedded_task,
-        shards.ingest_shard,
-        shards.embedded_shard,
-        shards.score_shard,
+        shard_tasks.ingest_shard,
+        shard_tasks.embedded_shard,
+        shard_tasks.score_shard,
         store_results_task,
         load_images,
     ]
