@@ -23,8 +23,9 @@ Sets (all seeded; the same wheel and seed rebuild the same files byte for byte):
   and they never name the image's class either;
 - sizes: ~10 texts per class over 80 classes, and ~70 per class over 20 classes: about every
   distinct description CuPL has for a class (no real source here reaches 200 per class);
-- `dev-named`, `dev-unnamed`: ~50 texts per class over classes disjoint from every evaluation set
-  (and whose texts never appear in them): the only sets to tune thresholds on.
+- `dev-named`, `dev-unnamed`: ~50 texts per class over 30 classes, and `dev-named-10`,
+  `dev-unnamed-10`: ~10 per class over 80 classes, all disjoint from every evaluation set (and whose
+  texts never appear in them): the only sets to tune thresholds on.
 
     python bench/relevance_sets.py [--wheel clip_benchmark-1.6.2-py2.py3-none-any.whl] [--seed 12]
 
@@ -106,8 +107,11 @@ GROUPS = (
     Group("eval-10", 80, 8, 12, 8, 3, ("named-10", "unnamed-10")),
     Group("dev", 30, 40, 45, 5, 4, ("dev-named", "dev-unnamed"), dev=True),
 )
+# The small dev group takes its classes from the dev side of the classes no other group uses, after
+# that split is made, so adding it left every other set byte for byte as it was.
+DEV_SMALL = Group("dev-10", 80, 8, 12, 8, 3, ("dev-named-10", "dev-unnamed-10"), dev=True)
 EVAL_SETS = ("named-10", "unnamed-10", "named-70", "unnamed-70")
-DEV_SETS = ("dev-named", "dev-unnamed")
+DEV_SETS = ("dev-named", "dev-unnamed", "dev-named-10", "dev-unnamed-10")
 ALL_SETS = EVAL_SETS + DEV_SETS
 
 
@@ -620,9 +624,13 @@ def build_all(wheel: Path, seed: int, out_dir: Path = OUT_DIR) -> dict[str, dict
     random.Random(f"{seed}:rest").shuffle(rest)
     eval_classes = set(chosen["eval-10"]) | set(chosen["eval-70"]) | set(rest[::2])
     dev_classes = set(chosen["dev"]) | set(rest[1::2])
+    small = [w for w in rest[1::2] if min(len(named[w]), len(unnamed[w])) >= DEV_SMALL.min_pool]
+    if len(small) < DEV_SMALL.classes:
+        raise SystemExit(f"only {len(small)} classes have {DEV_SMALL.min_pool} texts for {DEV_SMALL.name}")
+    chosen[DEV_SMALL.name] = sorted(small[: DEV_SMALL.classes], key=cat.index.index)
     out_dir.mkdir(parents=True, exist_ok=True)
     headers = {}
-    for group in GROUPS:
+    for group in (*GROUPS, DEV_SMALL):
         forbidden = eval_classes if group.dev else dev_classes
         for set_name, is_unnamed in zip(group.sets, (False, True), strict=True):
             header, rows = build_set(

@@ -248,15 +248,25 @@ def lowest_kept(per_class: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def policy_note(policy: dict) -> str:
-    """One sentence on how the policy decides."""
+def policy_note(policy: dict, used: dict | None = None) -> str:
+    """One sentence on how the policy decides (`used`: what the relative policy worked out)."""
     if policy.get("mode") == "relative":
+        used = used or {}
+
+        def value(key: str, scaled: str) -> str:
+            if policy.get(key) is not None:
+                return f"{policy[key]:g}"
+            return f"{used[key]:.3g} ({scaled})" if used.get(key) is not None else scaled
+
+        fit = value("fit_ratio", f"{policy.get('fit_scale')} × the mean out-of-fold p_true")
+        margin = value("other_margin", f"that mean ^ -{policy.get('margin_power')}")
         return (
             "Relative policy: each class's threshold is the mean out-of-fold probability of the texts labelled "
             f"with it (shrunk towards the overall mean by {policy.get('prior_texts')} texts). A text is dropped "
             "as junk when marked junk and below max(threshold, junk_min_p_true); as another class when the "
-            "scorer's preferred class is another one that reaches its own threshold while the text's class "
-            f"does not; as fitting no class when p_true < {policy.get('fit_ratio')} × its class's threshold."
+            "scorer's preferred class is another one that reaches its own threshold and gets at least "
+            f"{margin} × the text's own class while that one stays below its threshold; "
+            f"as fitting no class when p_true < {fit} × its class's threshold."
         )
     return (
         "Keep a text when p_true ≥ min_p_true or true_rank ≤ top_k (0: off); a junk-marked text needs "
@@ -292,7 +302,7 @@ def curation_report_html(
         html_table([decisions_row(summary)]),
         "<h2>Policy</h2>",
         html_table([policy]),
-        f"<p class=note>{esc(policy_note(policy))}</p>",
+        f"<p class=note>{esc(policy_note(policy, summary.get('thresholds')))}</p>",
         html_table([summary["thresholds"]]) if summary.get("thresholds") else "",
         "<h2>Why texts were dropped</h2>",
         html_table(reason_rows(summary)),
@@ -372,7 +382,7 @@ def curation_report_markdown(summary: dict, *, p_true, kept, per_class: pl.DataF
         markdown_table([decisions_row(summary)]),
         "## Policy",
         markdown_table([summary["policy"]] if summary.get("policy") else []),
-        escape(policy_note(summary.get("policy") or {})),
+        escape(policy_note(summary.get("policy") or {}, summary.get("thresholds"))),
         markdown_table([summary["thresholds"]]) if summary.get("thresholds") else "",
         "## Why texts were dropped",
         markdown_table(reason_rows(summary)),

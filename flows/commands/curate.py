@@ -115,7 +115,8 @@ def echo_summary(summary: dict) -> None:
         typer.echo(
             f"policy: relative, per-class thresholds from out-of-fold evidence (mean {t.get('mean_threshold', 0):.3f}, "
             f"{t.get('min_threshold', 0):.3f}-{t.get('max_threshold', 0):.3f} over {t.get('classes', 0):,} classes); "
-            f"drop when another class is confident or p_true < {policy['fit_ratio']:g} x threshold"
+            f"drop when another class leads {t.get('other_margin', 0):.3g}x and is confident, or p_true < "
+            f"{t.get('fit_ratio', 0):.3g} x threshold"
             f" [{policy['threshold_source']}]"
         )
     else:

@@ -61,15 +61,65 @@ def test_relative_policy_keeps_a_hesitant_class_and_names_every_drop():
 
 def test_a_text_that_fits_no_class_is_dropped_as_such():
     s = scenario()
-    s["p_true"][0], s["pred_wnid"][0], s["pred_p"][0] = 0.05, "b", 0.06  # nothing confident anywhere
+    s["p_true"][0], s["pred_wnid"][0], s["pred_p"][0] = 0.03, "b", 0.04  # nothing confident anywhere
     kept, reasons, _ = decide(Policy(prior_texts=0), **s)
     assert not kept[0] and reasons[0] == REASON_NONE
+
+
+def test_another_class_must_lead_by_the_margin():
+    s = scenario()
+    # text 3 of class a: class b leads 0.15 to 0.10, both near their thresholds: a hesitant scorer,
+    # not evidence of another class; the same text with b at 0.90 is another class's description
+    s["p_true"][3], s["pred_p"][3] = 0.10, 0.15
+    policy = Policy(prior_texts=0, fit_ratio=0.1, other_margin=4.0)
+    kept, reasons, used = decide(policy, **s)
+    assert kept[3] and reasons[3] is None
+    assert (used["fit_ratio"], used["other_margin"]) == (0.1, 4.0)
+    s["pred_p"][3] = 0.90
+    kept, reasons, _ = decide(policy, **s)
+    assert not kept[3] and reasons[3] == "another class b"
+    s["pred_p"][3] = 0.15
+    kept, reasons, _ = decide(Policy(prior_texts=0, fit_ratio=0.1, other_margin=1.0), **s)
+    assert not kept[3] and reasons[3] == "another class b"  # without a margin, leading is enough
+
+
+def test_both_rules_scale_with_the_strength_of_the_scorer():
+    """A weak scorer (low mean out-of-fold p_true) demands a larger lead and a lower floor."""
+    policy = Policy()
+    strong_fit, strong_margin = policy.scaled(0.8)
+    weak_fit, weak_margin = policy.scaled(0.25)
+    assert weak_fit < strong_fit and weak_margin > strong_margin >= 1.0
+    assert strong_fit == pytest.approx(policy.fit_scale * 0.8)
+    assert weak_margin == pytest.approx(0.25**-policy.margin_power)
+    # the same relevant-looking text (own class 0.05, a neighbour 0.15) among weak scores is kept,
+    # among strong scores (where its class's texts get ~0.9) it is another class's
+    wnid = ["a"] * 5 + ["b"] * 5
+    weak = dict(
+        wnid=wnid,
+        p_true=[0.05, 0.3, 0.25, 0.2, 0.3, 0.3, 0.25, 0.2, 0.3, 0.25],
+        true_rank=[2] + [1] * 9,
+        pred_wnid=["b"] + wnid[1:],
+        pred_p=[0.15, 0.3, 0.25, 0.2, 0.3, 0.3, 0.25, 0.2, 0.3, 0.25],
+        junk=[False] * 10,
+    )
+    kept, reasons, _ = decide(Policy(prior_texts=0), **weak)
+    assert kept[0] and reasons[0] is None
+    strong = dict(weak, p_true=[0.05] + [0.9] * 9, pred_p=[0.9] + [0.9] * 9)
+    kept, reasons, _ = decide(Policy(prior_texts=0), **strong)
+    assert not kept[0] and reasons[0] == "another class b"
 
 
 def test_overrides_switch_to_the_fixed_rule_and_bad_values_are_refused():
     assert Policy().mode == "relative"
     assert Policy(min_p_true=0.3).mode == "fixed" and Policy(top_k=5).mode == "fixed"
-    for bad in ({"fit_ratio": 1.5}, {"prior_texts": -1}, {"min_p_true": 2.0}):
+    for bad in (
+        {"fit_ratio": 1.5},
+        {"prior_texts": -1},
+        {"min_p_true": 2.0},
+        {"other_margin": 0.5},
+        {"fit_scale": 2.0},
+        {"margin_power": -1.0},
+    ):
         with pytest.raises(InputError):
             Policy(**bad)
     assert reason_kind("another class n01440764") == "another class" and reason_kind(None) is None
