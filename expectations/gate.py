@@ -12,7 +12,7 @@ training (the pipeline flow does this) makes it describe the data being trained 
 
 from __future__ import annotations
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from warehouse.db import load_query
 
 

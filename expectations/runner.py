@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from expectations import SUITE_NAMES
 from expectations.base import Suite
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.markdown import format_value
 from warehouse.db import load_query
 

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from expectations import runner
 from expectations.base import Suite
-from tasks.retrying import RETRY
+from tasks.common.retrying import RETRY
 
 
 @task(name="validate-suite", task_run_name="validate-{suite.name}", cache_policy=NO_CACHE)

@@ -12,6 +12,7 @@ from pydantic import Field
 from flows import artifacts, runners
 from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks import report as reports
+from tasks.common.errors import InputError
 from tasks.curate import store
 from tasks.curate.calibration import ensemble_rows, held_out_task, needs_calibration, restore_calibration
 from tasks.curate.decisions import apply_policy, per_class_stats, policy_from
@@ -21,7 +22,6 @@ from tasks.curate.plan import ScoringPlan, assign_scorers, plan_scoring, read_fo
 from tasks.curate.score import score_texts_task
 from tasks.curate.scorers import DEFAULT_BATCH_SIZE
 from tasks.curate.summary import class_table, curation_summary, headline, label_summary, run_row
-from tasks.errors import InputError
 from tasks.policy import DEFAULT_JUNK_MIN_P_TRUE, DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K
 
 

@@ -42,7 +42,7 @@ def export_flow(
     """Export the curated dataset with a dataset card and a manifest naming the snapshot, models and policy."""
     from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     if format not in export_options.FORMATS:
         raise InputError(f"--format must be one of {', '.join(export_options.FORMATS)}, not {format!r}")

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr
 from flows import runners
 from flows.runtime import FLOW_RETRY, Progress, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.harvest import captions as captions_mod
 from tasks.harvest import descriptions as descriptions_mod
 from tasks.harvest import flickr as flickr_mod

@@ -45,7 +45,7 @@ TASK_RUNNER_HELP = (
 
 def choose(task_runner: str | None) -> str:
     """The task runner name: the flow parameter when given, else IMTEXT_TASK_RUNNER, else 'default'."""
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     name = (task_runner or load_settings().task_runner).strip().lower()
     if name not in TASK_RUNNERS:

@@ -34,7 +34,7 @@ def final_on_user_error(*extra: type[BaseException]) -> Callable[[F], F]:
     """Decorate a flow's function (under `@flow`): a user error, or one of `extra`, ends the run
     without the retries the flow has for transient failures (a second try would fail the same way,
     after the delay)."""
-    from tasks.retrying import USER_ERRORS
+    from tasks.common.retrying import USER_ERRORS
 
     final = (*USER_ERRORS, *extra)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from flows.deployments import PREFECT_FILE, Registered
 from flows.prefect_api import prefect_home, remove_serve_file, write_serve_file
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 
 PREFECT = [sys.executable, "-m", "prefect"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import InputError
-from tasks.probability import softmax as _softmax
+from tasks.common.errors import InputError
+from tasks.common.probability import softmax as _softmax
 
 BASELINE_NAME = "tfidf-linear"
 MODEL_FILE = "model.joblib"

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
+from tasks.common.probability import softmax
 
 # The mean-pooled head lives in a self-contained module that `save_pretrained` copies beside the weights.
 from tasks.modeling_mean_pooled import (
@@ -43,7 +44,6 @@ from tasks.modeling_mean_pooled import (
     mean_pooled_config,
 )
 from tasks.modeling_mean_pooled import mean_pool as mean_pool  # re-exported: tasks.encoders uses it
-from tasks.probability import softmax
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class EncoderScorer:
         return cls(EncoderHeadModel.load(path), **kwargs)
 
     def log_proba(self, texts: Sequence[str]) -> np.ndarray:
-        from tasks.probability import log_softmax
+        from tasks.common.probability import log_softmax
 
         z = self.model.logits_of(self.encoder.embed(texts, self.batch_size)).astype(np.float64)
         return log_softmax(z).astype(np.float32)

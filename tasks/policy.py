@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 
 DEFAULT_MIN_P_TRUE: float | None = None  # None: the relative policy
 DEFAULT_TOP_K = 0

@@ -14,7 +14,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retrying import RETRY
+from tasks.common.retrying import RETRY
 from tasks.shards import probe_shard
 
 

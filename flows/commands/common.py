@@ -40,7 +40,7 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from tasks.errors import InputError
+        from tasks.common.errors import InputError
         from warehouse.db import WarehouseError
 
         try:

@@ -22,7 +22,7 @@ def preflight(out: Path | None, fmt: str, shard_size: int, shard_max_mb: float) 
     A failed check is one line and exit code 2, not a flow run with a traceback.
     """
     from flows.settings import load_settings
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
     from tasks.export.options import options_from
     from tasks.export.read import check_ready
     from tasks.export.target import check_target

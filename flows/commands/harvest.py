@@ -83,7 +83,7 @@ def images(
     ),
 ) -> None:
     """Store per-image texts: ImageNet-Captions, the Flickr API, or metadata embedded in the files."""
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     if not (captions or flickr_urls or embedded):
         raise InputError("give one of --captions FILE, --flickr-urls FILE or --embedded")
@@ -130,7 +130,7 @@ def preflight_images(captions: Path | None, flickr_urls: Path | None) -> None:
 
 
 def _input_file(path: Path, option: str) -> Path:
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     if not path.exists():
         raise InputError(f"{option}: no such file: {path}")

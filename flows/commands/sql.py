@@ -47,7 +47,7 @@ def _jsonable(value):
 
 def check_read_only(con, query: str) -> None:
     """Refuse anything but queries: the warehouse is attached read-only, and COPY/ATTACH/SET are refused here."""
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     try:
         statements = con.extract_statements(query)
@@ -109,7 +109,7 @@ def sql(
     import duckdb
 
     from flows.settings import load_settings
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
     from warehouse.db import Warehouse
 
     con = Warehouse.from_settings(load_settings()).reader(sandboxed=True)

@@ -16,11 +16,11 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.common.metrics import macro_f1, top1_accuracy
+from tasks.common.probability import softmax as _softmax
 from tasks.curate.masked import VERSIONS, masked_sample, masked_table
 from tasks.curate.plan import KINDS, ScoringPlan
 from tasks.curate.scorers import DEFAULT_BATCH_SIZE, load_scorer, summarise, union_labels, widen
-from tasks.metrics import macro_f1, top1_accuracy
-from tasks.probability import softmax as _softmax
 
 
 def fit_weights(p_true_by_member: Sequence[np.ndarray], iterations: int = 200) -> list[float]:

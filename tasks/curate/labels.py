@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from tasks.common.errors import InputError
 from tasks.curate.decisions import is_junk
-from tasks.errors import InputError
 from tasks.policy import Policy
 
 

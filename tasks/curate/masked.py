@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from tasks.common.metrics import macro_f1, top1_accuracy
+from tasks.common.probability import softmax as _softmax
 from tasks.curate.scorers import summarise, widen
-from tasks.metrics import macro_f1, top1_accuracy
-from tasks.probability import softmax as _softmax
 
 MASK_WORD = "thing"
 VERSIONS = ("plain", "masked")

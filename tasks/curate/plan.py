@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.folds import fold_of
 
 SCORERS = ("auto", "transformer", "baseline", "frozen", "similarity", "ensemble")

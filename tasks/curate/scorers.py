@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.common.probability import log_softmax as _log_softmax
+from tasks.common.probability import softmax as _softmax
 from tasks.curate.plan import ModelRef, ScorerSpec
-from tasks.probability import log_softmax as _log_softmax
-from tasks.probability import softmax as _softmax
 
 DEFAULT_BATCH_SIZE = 256
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 
 FORMATS = ("parquet", "webdataset", "hf")
 PARQUET_DATA = "data"

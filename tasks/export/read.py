@@ -9,7 +9,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.export.options import SPLIT_NAMES
 
 

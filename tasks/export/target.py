@@ -16,7 +16,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.export.card import dataset_card
 from tasks.export.formats import WRITERS, ExportResult, file_entry
 from tasks.export.options import FORMATS, Options

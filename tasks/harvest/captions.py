@@ -16,8 +16,8 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import InputError
-from tasks.retrying import RETRY
+from tasks.common.errors import InputError
+from tasks.common.retrying import RETRY
 from tasks.text import (
     prepare_image_texts,
     record_outcomes,

@@ -19,8 +19,8 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import InputError
-from tasks.retrying import RETRY
+from tasks.common.errors import InputError
+from tasks.common.retrying import RETRY
 from tasks.text import prepare_class_texts, store_class_texts
 
 WORDNET_URL = "http://wordnet-rdf.princeton.edu/wn30/{offset}-n"

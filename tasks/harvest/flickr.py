@@ -28,9 +28,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
+from tasks.common.retrying import RETRY
 from tasks.harvest.http import HttpClient, HttpError
-from tasks.retrying import RETRY
 from tasks.text import (
     RAW_TEXT_MAX_BYTES,
     BatchWriter,

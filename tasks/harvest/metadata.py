@@ -10,8 +10,8 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.common.retrying import RETRY
 from tasks.embedded import SOURCE, harvest_embedded
-from tasks.retrying import RETRY
 from tasks.text import keys_to_fetch, register_pending, state_frame
 from warehouse.db import load_query
 

@@ -18,9 +18,9 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
+from tasks.common.retrying import RETRY
 from tasks.harvest.http import HttpClient, HttpError
-from tasks.retrying import RETRY
 from tasks.text import BatchWriter, register_pending, state_frame, state_keys
 from warehouse.catalog import read_classes
 from warehouse.db import load_query

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.ingest import imageio
 from tasks.ingest.layout import LABEL_FILE, Plan, Source, read_val_labels, wnids
 from tasks.ingest.load import read_known, shard

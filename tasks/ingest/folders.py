@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.ingest import imageio
 from tasks.ingest.layout import KAGGLE_BASE, LABEL_FILE, Plan, Source, SplitFolder, read_val_labels
 from tasks.ingest.load import drop_unchanged, read_known, shard

@@ -22,12 +22,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
+from tasks.common.retrying import RETRY
 from tasks.ingest import archives, imageio
 from tasks.ingest.folders import list_folder, locate_bare_folder, locate_split_folders, plan_folder
 from tasks.ingest.layout import SPLITS, Listing, Plan, Source
 from tasks.ingest.load import records_frame, split_records, write_batch
-from tasks.retrying import RETRY
 from tasks.shards import probe_shard, run_shards
 
 # Records per warehouse commit; a run with more commits in batches (see the module docstring).

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import polars as pl
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 
 SPLITS = ("train", "val", "auto")
 LABEL_FILE = "LOC_val_solution.csv"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.folds import group_folds
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tasks.metrics import macro_f1
+from tasks.common.metrics import macro_f1
 
 
 def classification_metrics(logits: np.ndarray, y: np.ndarray) -> dict:

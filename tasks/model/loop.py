@@ -25,7 +25,7 @@ from tasks.classifier import (
     pad_batch,
     predict_logits,
 )
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.model.devices import DistInfo
 from tasks.model.evaluation import classification_metrics, cross_entropy
 from tasks.model.options import config_field

@@ -195,7 +195,7 @@ def test_new_texts_go_to_the_full_model_and_labels_choose_the_threshold(env):
 
 def test_curate_refuses_bad_requests_with_clear_messages(env):
     from flows.curate import curate_flow
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     with pytest.raises(InputError, match="needs --labels"):
         curate_flow(target_precision=0.9)

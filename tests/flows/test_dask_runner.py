@@ -142,7 +142,7 @@ def test_scoring_on_dask_matches_the_default_runner(tmp_path, monkeypatch, dask_
 
 def test_an_unknown_task_runner_is_refused_before_anything_runs(monkeypatch):
     from flows import runners
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     monkeypatch.setenv("IMTEXT_TASK_RUNNER", "dask")
     assert runners.choose(None) == "dask"

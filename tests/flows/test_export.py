@@ -328,7 +328,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 def test_a_folder_another_program_wrote_is_refused_and_left_as_it_was(env, tmp_path):
     from flows.export import export_flow
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     app = tmp_path / "webapp"
     (app / "static").mkdir(parents=True)
@@ -424,7 +424,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(wh, home, tmp_path):
 
 def test_export_before_any_curation_is_a_clear_error(home, tmp_path):
     from flows.export import export_flow
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     with pytest.raises(InputError, match="imtext curate"):
         export_flow(format="parquet", out=str(tmp_path / "out"))

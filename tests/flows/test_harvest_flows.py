@@ -186,7 +186,7 @@ def test_embedded_flow_reads_metadata_of_ingested_files(tmp_path, wh):
 
 def test_bad_inputs_are_clear_errors(tmp_path, wh, monkeypatch):
     from flows.harvest import harvest_classes_flow, harvest_images_flow
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     with pytest.raises(InputError, match="--captions FILE"):
         harvest_images_flow()

@@ -28,7 +28,7 @@ def test_flickr_key_is_never_shown_or_stored(tmp_path, home, wh, monkeypatch, ca
     from prefect.logging.handlers import APILogWorker
 
     from flows.harvest import harvest_images_flow
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     key = f"imtext-secret-{uuid.uuid4().hex}"
     pairs = [(f"n01440764_{k}", "n01440764") for k in range(12)]

@@ -129,7 +129,7 @@ def test_cli_exits_2_on_a_bad_layout_and_writes_nothing(home, sample, breakage, 
 
 def test_flow_raises_input_error_before_writing(home, tmp_path):
     from flows.ingest import ingest_flow
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     with pytest.raises(InputError, match="no such file or folder"):
         ingest_flow(source=str(tmp_path / "missing"))

@@ -13,8 +13,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFi
 from prefect.logging.handlers import APILogWorker
 
 from flows.runtime import FLOW_RETRY, final_on_user_error, run_id
-from tasks.errors import InputError
-from tasks.retrying import RETRY
+from tasks.common.errors import InputError
+from tasks.common.retrying import RETRY
 
 calls: list[str] = []
 

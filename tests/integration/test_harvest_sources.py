@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from flows.demo.servers import CannedData, serve_apis
+from tasks.common.errors import InputError
 from tasks.embedded import extract_embedded
-from tasks.errors import InputError
 from tasks.harvest.captions import caption_rows, read_captions
 from tasks.harvest.descriptions import read_descriptions, wordnet_texts
 from tasks.harvest.flickr import FlickrClient, FlickrKeyError, parse_url_list

@@ -339,7 +339,7 @@ def test_the_suite_reads_its_pinned_snapshot(clean):
 
 
 def test_unknown_suite_is_an_input_error():
-    from tasks.errors import InputError
+    from tasks.common.errors import InputError
 
     with pytest.raises(InputError, match="unknown suite nope"):
         runner.suites("images,nope")

@@ -8,7 +8,7 @@ import pytest
 
 from expectations import TRAINING_SUITES, runner
 from expectations.gate import GateError, check_gate, gate_status
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from warehouse.db import Warehouse
 
 

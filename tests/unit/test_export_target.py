@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.export import read as export_read
 from tasks.export import shards as export_shards
 from tasks.export import target as export_target

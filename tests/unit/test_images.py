@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from flows.demo.sample import bomb_jpeg
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.ingest import imageio
 from tasks.ingest.folders import list_folder
 from tasks.ingest.images import locate_source

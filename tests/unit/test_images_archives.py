@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.ingest import imageio
 from tasks.ingest.archives import scan_archives
 from tasks.ingest.images import locate_source

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 from tasks.policy import (
     REASON_BELOW,
     REASON_JUNK,

@@ -8,13 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tasks.common.errors import InputError
 from tasks.curate.calibration import fit_temperature, fit_weights
 from tasks.curate.decisions import is_junk
 from tasks.curate.labels import choose_threshold, load_labels, pr_curve, relevance_metrics
 from tasks.curate.masked import mask_class_names
 from tasks.curate.plan import ModelRef, assign_scorers, plan_scoring
 from tasks.curate.scorers import EnsembleScorer, TransformerScorer, summarise
-from tasks.errors import InputError
 from tasks.folds import fold_of
 from tasks.policy import DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K, Policy
 

@@ -7,7 +7,7 @@ anti-joins, and harvests resume from `harvest_state`. Use as `@task(..., **RETRY
 
 from __future__ import annotations
 
-from tasks.errors import InputError
+from tasks.common.errors import InputError
 
 # Errors that a second try cannot fix: the message names what the user has to change.
 USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, NotADirectoryError)
