@@ -5,7 +5,7 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 
 from expectations.base import Suite, blocking, has_rows, present, provenance_checks, text_checks, unique
-from tasks.text import MAX_TEXT_CHARS  # where the harvest cleaner cuts texts
+from tasks.harvest.text import MAX_TEXT_CHARS  # where the harvest cleaner cuts texts
 
 SOURCES = ("imagenet-captions", "flickr", "embedded")
 

@@ -18,8 +18,8 @@ from tasks.harvest import descriptions as descriptions_mod
 from tasks.harvest import flickr as flickr_mod
 from tasks.harvest import metadata as metadata_mod
 from tasks.harvest import wikipedia as wikipedia_mod
+from tasks.harvest.text import state_counts
 from tasks.shards import cpu_count
-from tasks.text import state_counts
 from warehouse.catalog import read_classes
 
 FLICKR_SECRET_BLOCK = "flickr-api-key"

@@ -2,7 +2,7 @@
 
 Each receives a detached warehouse handle, opens its own connection where it runs, writes its
 shard under the warehouse writer lock and closes the connection before returning. The work is the
-code the in-process path runs (`tasks.ingest`, `tasks.embedded`, `tasks.curate.score`).
+code the in-process path runs (`tasks.ingest`, `tasks.harvest.embedded`, `tasks.curate.score`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def ingest_shard(wh, probe: Callable, args: tuple, source: str, run_id: str) -> 
 @task(name="embedded-shard", cache_policy=NO_CACHE, **RETRY)
 def embedded_shard(wh, images: pl.DataFrame, run_id: str, concurrency: int) -> dict:
     """Extract the embedded texts of one shard of images, writing texts and state in batches."""
-    from tasks.embedded import harvest_embedded
+    from tasks.harvest.embedded import harvest_embedded
 
     try:
         return harvest_embedded(wh, images, run_id, concurrency=concurrency)

@@ -10,7 +10,7 @@ The shard tasks (`tasks.shard_tasks`, kept apart so that importing the fan-out d
 Prefect) run on any worker. Each receives a detached warehouse handle (catalog and
 data path, no open connection), opens its own connection where it runs, writes its shard under
 the warehouse writer lock, and closes the connection before returning. The work itself is the same
-code the in-process path runs (`tasks.ingest`, `tasks.embedded`, `tasks.curate.score`).
+code the in-process path runs (`tasks.ingest`, `tasks.harvest.embedded`, `tasks.curate.score`).
 """
 
 from __future__ import annotations

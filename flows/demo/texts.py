@@ -32,7 +32,7 @@ from flows.demo.servers import FLICKR_FILE, WIKIPEDIA_FILE
 from tasks.harvest.captions import caption_rows
 from tasks.harvest.flickr import SOURCE as FLICKR
 from tasks.harvest.flickr import photo_texts
-from tasks.text import prepare_image_texts
+from tasks.harvest.text import prepare_image_texts
 
 API_KEY = "demo-flickr-key-0123456789abcdef"
 # Real descriptions of the demo's classes (CuPL, MIT; see flows/demo/build_descriptions.py).

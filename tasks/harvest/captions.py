@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common.errors import InputError
 from tasks.common.retrying import RETRY
-from tasks.text import (
+from tasks.harvest.text import (
     prepare_image_texts,
     record_outcomes,
     register_pending,

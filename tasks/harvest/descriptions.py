@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common.errors import InputError
 from tasks.common.retrying import RETRY
-from tasks.text import prepare_class_texts, store_class_texts
+from tasks.harvest.text import prepare_class_texts, store_class_texts
 
 WORDNET_URL = "http://wordnet-rdf.princeton.edu/wn30/{offset}-n"
 _WNID = re.compile(r"^n\d{8}$")

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from tasks.common.errors import InputError
 from tasks.common.retrying import RETRY
 from tasks.harvest.http import HttpClient, HttpError
-from tasks.text import (
+from tasks.harvest.text import (
     RAW_TEXT_MAX_BYTES,
     BatchWriter,
     clean_text,

@@ -1,6 +1,6 @@
 """The embedded-metadata harvest of ingested images: which images a run reads, and its Prefect task.
 
-The extraction itself (EXIF, IPTC, XMP, JPEG comment) is `tasks.embedded`, which the fan-out's
+The extraction itself (EXIF, IPTC, XMP, JPEG comment) is `tasks.harvest.embedded`, which the fan-out's
 shard task (`tasks.shards.embedded_shard`) runs too.
 """
 
@@ -11,8 +11,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common.retrying import RETRY
-from tasks.embedded import SOURCE, harvest_embedded
-from tasks.text import keys_to_fetch, register_pending, state_frame
+from tasks.harvest.embedded import SOURCE, harvest_embedded
+from tasks.harvest.text import keys_to_fetch, register_pending, state_frame
 from warehouse.db import load_query
 
 

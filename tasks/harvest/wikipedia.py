@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.common.errors import InputError
 from tasks.common.retrying import RETRY
 from tasks.harvest.http import HttpClient, HttpError
-from tasks.text import BatchWriter, register_pending, state_frame, state_keys
+from tasks.harvest.text import BatchWriter, register_pending, state_frame, state_keys
 from warehouse.catalog import read_classes
 from warehouse.db import load_query
 

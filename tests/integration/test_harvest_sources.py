@@ -12,9 +12,9 @@ from PIL import Image
 
 from flows.demo.servers import CannedData, serve_apis
 from tasks.common.errors import InputError
-from tasks.embedded import extract_embedded
 from tasks.harvest.captions import caption_rows, read_captions
 from tasks.harvest.descriptions import read_descriptions, wordnet_texts
+from tasks.harvest.embedded import extract_embedded
 from tasks.harvest.flickr import FlickrClient, FlickrKeyError, parse_url_list
 from tasks.harvest.http import HttpClient
 from tasks.harvest.wikipedia import fetch_summary
@@ -210,7 +210,7 @@ def test_flickr_answers_done_gone_failed_and_cleaning():
             schema=["image_id", "source", "field", "raw_text"],
             orient="row",
         )
-        from tasks.text import prepare_image_texts
+        from tasks.harvest.text import prepare_image_texts
 
         assert prepare_image_texts(rows, "r")["text"].to_list() == [
             "My tench",

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from flows.demo.servers import CannedData, serve_apis
-from tasks.embedded import harvest_embedded
 from tasks.harvest.captions import import_captions
 from tasks.harvest.descriptions import read_descriptions
+from tasks.harvest.embedded import harvest_embedded
 from tasks.harvest.flickr import FlickrClient, harvest_flickr
 from tasks.harvest.http import HttpClient
-from tasks.text import MAX_TEXT_CHARS, RAW_TEXT_MAX_BYTES, prepare_class_texts, prepare_image_texts
+from tasks.harvest.text import MAX_TEXT_CHARS, RAW_TEXT_MAX_BYTES, prepare_class_texts, prepare_image_texts
 from warehouse.catalog import read_classes
 
 HUGE = "é" + "tench é " * 750_000  # about 7 MB; two-byte characters, so a byte cut may split one

@@ -7,7 +7,7 @@ import hashlib
 import polars as pl
 import pytest
 
-from tasks.text import (
+from tasks.harvest.text import (
     MAX_TEXT_CHARS,
     clean_series,
     clean_text,

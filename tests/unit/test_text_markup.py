@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from tasks.harvest.captions import import_captions
-from tasks.text import clean_series, clean_text
+from tasks.harvest.text import clean_series, clean_text
 from tests.unit.test_harvest_bounds import add_images
 
 LIVE = re.compile(r"<[A-Za-z!/]")  # what a browser would start reading as a tag

@@ -21,7 +21,7 @@ import polars as pl
 from PIL import Image, IptcImagePlugin
 
 from tasks.harvest.http import bounded_map
-from tasks.text import BatchWriter, decode_bytes, join_tags
+from tasks.harvest.text import BatchWriter, decode_bytes, join_tags
 
 log = logging.getLogger(__name__)
 SOURCE = "embedded"
