@@ -121,8 +121,8 @@ def run_platform(args, kind: str, model_path: str) -> dict:
     import polars as pl
 
     from tasks.curate.plan import ScorerSpec, ScoringPlan
+    from tasks.curate.policy import Policy
     from tasks.curate.score import score_pending
-    from tasks.policy import Policy
     from warehouse.db import Warehouse
 
     texts, wnids = make_texts(args.texts)

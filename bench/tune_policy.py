@@ -2,10 +2,10 @@
 
 Run `bench/relevance.py --dev --keep DIR` first; this reads the out-of-fold scores each curation in
 DIR stored (one per scorer), replays curation's own `apply_policy` over a grid of `fit_scale` x
-`margin_power` x `prior_texts` (see tasks/policy.py), and prints, per point, the kept-relevant and dropped-irrelevant rates
+`margin_power` x `prior_texts` (see tasks/curate/policy.py), and prints, per point, the kept-relevant and dropped-irrelevant rates
 on every dev set against the issue's goals (0.90 / 0.90 where texts name their class, 0.80 / 0.80
 where none does). Points are ranked by their worst distance to a goal over every set, the defaults of
-`tasks/policy.py` marked. The evaluation sets are never read here.
+`tasks/curate/policy.py` marked. The evaluation sets are never read here.
 
     python bench/tune_policy.py /tmp/devbench
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import relevance_sets as rs  # noqa: E402
 
 from tasks.curate.decisions import apply_policy  # noqa: E402
-from tasks.policy import DEFAULT_FIT_SCALE, DEFAULT_MARGIN_POWER, DEFAULT_PRIOR_TEXTS, Policy  # noqa: E402
+from tasks.curate.policy import DEFAULT_FIT_SCALE, DEFAULT_MARGIN_POWER, DEFAULT_PRIOR_TEXTS, Policy  # noqa: E402
 
 SCORES = """
 WITH latest AS (SELECT run_id FROM curation_runs WHERE scorer = ? ORDER BY finished_at DESC LIMIT 1)
@@ -112,7 +112,7 @@ def main() -> None:
         mark = "*" if (ratio, margin, prior) == DEFAULT else " "
         cells = "  ".join(f"{got[n][0]:.3f}/{got[n][1]:.3f}".rjust(15) for n in frames)
         print(f"{worst:+.3f}{mark} {ratio:5g} {margin:6g} {prior:5g}  {cells}")
-    print("* the defaults of tasks/policy.py; worst: the smallest rate minus its goal over every set")
+    print("* the defaults of tasks/curate/policy.py; worst: the smallest rate minus its goal over every set")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ from tasks.curate.decisions import apply_policy, per_class_stats, policy_from
 from tasks.curate.labels import load_labels, tune_policy
 from tasks.curate.masked import lemma_table
 from tasks.curate.plan import ScoringPlan, assign_scorers, plan_scoring, read_folds, read_models
+from tasks.curate.policy import DEFAULT_JUNK_MIN_P_TRUE, DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K
 from tasks.curate.score import score_texts_task
 from tasks.curate.scorers import DEFAULT_BATCH_SIZE
 from tasks.curate.summary import class_table, curation_summary, headline, label_summary, run_row
-from tasks.policy import DEFAULT_JUNK_MIN_P_TRUE, DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K
 
 
 @flow(name="curate", **FLOW_RETRY)

@@ -10,7 +10,7 @@ import typer
 from flows.commands.common import prefect_env, user_errors
 from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
-# Shown in --help without importing the flow; tests check they match tasks.policy's defaults.
+# Shown in --help without importing the flow; tests check they match tasks.curate.policy's defaults.
 HELP_DEFAULT_MIN_P_TRUE = None
 HELP_DEFAULT_TOP_K = 0
 

@@ -9,7 +9,7 @@ sentence encoder) and `ensemble` (a weighted average of the kinds' probabilities
 one temperature fitted on held-out folds so they are comparable). An ensemble is a row in
 `ensembles`; its id is what `text_scores.model_id` holds.
 
-Policy. `tasks.policy` decides keep/drop and gives every drop a reason. A junk mark from harvesting
+Policy. `tasks.curate.policy` decides keep/drop and gives every drop a reason. A junk mark from harvesting
 (camera file name, boilerplate, ...) is evidence, not a verdict. With a labelled set (JSONL of
 `{text_id, relevant}`), `min_p_true` can be chosen as the lowest threshold whose kept texts reach a
 target precision.
@@ -20,6 +20,7 @@ Scores are written in Arrow batches as they come (one warehouse transaction each
 Modules: `plan` (which model scores which text), `scorers` (the scorer kinds behind one interface),
 `score` (scoring pending texts in chunks), `calibration` (temperatures, ensemble weights, held-out
 evidence), `masked` (the masked-class-name evaluation), `store` (warehouse reads and writes),
+`policy` (the relative per-class keep/drop policy and the reason of every drop),
 `decisions` (the policy applied, reasons, per-class counts), `labels` (labelled relevance: metrics,
 PR curve, threshold choice) and `summary` (what a curation reports and records).
 """

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from tasks.policy import (
+from tasks.curate.policy import (
     DEFAULT_MIN_P_TRUE,
     DEFAULT_TOP_K,
     REASON_BELOW,

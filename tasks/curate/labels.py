@@ -11,7 +11,7 @@ import polars as pl
 
 from tasks.common.errors import InputError
 from tasks.curate.decisions import is_junk
-from tasks.policy import Policy
+from tasks.curate.policy import Policy
 
 
 def load_labels(path: str | Path) -> pl.DataFrame:

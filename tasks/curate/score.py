@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.curate.decisions import is_junk
 from tasks.curate.plan import ScoringPlan
+from tasks.curate.policy import Policy
 from tasks.curate.scorers import DEFAULT_BATCH_SIZE, load_scorer, summarise
 from tasks.curate.store import write_scores
-from tasks.policy import Policy
 
 DEFAULT_CHUNK_SIZE = 16_384
 

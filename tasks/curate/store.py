@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.curate.plan import ScoringPlan
-from tasks.policy import Policy
+from tasks.curate.policy import Policy
 
 log = logging.getLogger(__name__)
 

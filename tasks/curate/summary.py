@@ -10,7 +10,7 @@ import polars as pl
 from tasks.curate.decisions import REASON_COLUMNS, reason_counts
 from tasks.curate.labels import label_metrics
 from tasks.curate.plan import ScoringPlan
-from tasks.policy import Policy
+from tasks.curate.policy import Policy
 
 # Summary entries stored in `curation_runs.metrics` (with the per-class thresholds of the policy).
 RUN_METRICS = ("labels", "masked", "candidates", "temperatures", "weights", "evidence", "dropped_by_reason")

@@ -12,10 +12,10 @@ from sklearn.metrics import roc_auc_score
 
 from tasks.curate.labels import evaluate_curation, load_labels
 from tasks.curate.plan import assign_scorers, plan_scoring, read_models
+from tasks.curate.policy import Policy
 from tasks.curate.score import score_pending
 from tasks.curate.store import read_texts
 from tasks.folds import fold_of
-from tasks.policy import Policy
 from tests.flows.test_curate_data import TRAIN_RUN, build_world, tid, train_models, use_home
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.common.errors import InputError
-from tasks.policy import (
+from tasks.curate.policy import (
     REASON_BELOW,
     REASON_JUNK,
     REASON_NONE,

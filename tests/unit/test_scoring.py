@@ -14,9 +14,9 @@ from tasks.curate.decisions import is_junk
 from tasks.curate.labels import choose_threshold, load_labels, pr_curve, relevance_metrics
 from tasks.curate.masked import mask_class_names
 from tasks.curate.plan import ModelRef, assign_scorers, plan_scoring
+from tasks.curate.policy import DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K, Policy
 from tasks.curate.scorers import EnsembleScorer, TransformerScorer, summarise
 from tasks.folds import fold_of
-from tasks.policy import DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K, Policy
 
 # -- policy ------------------------------------------------------------------------------------
 
