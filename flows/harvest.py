@@ -13,13 +13,13 @@ from flows import runners
 from flows.runtime import FLOW_RETRY, Progress, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
 from tasks.common.errors import InputError
+from tasks.fanout.shards import cpu_count
 from tasks.harvest import captions as captions_mod
 from tasks.harvest import descriptions as descriptions_mod
 from tasks.harvest import flickr as flickr_mod
 from tasks.harvest import metadata as metadata_mod
 from tasks.harvest import wikipedia as wikipedia_mod
 from tasks.harvest.text import state_counts
-from tasks.shards import cpu_count
 from warehouse.catalog import read_classes
 
 FLICKR_SECRET_BLOCK = "flickr-api-key"

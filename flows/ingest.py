@@ -12,8 +12,8 @@ from pydantic import Field
 from flows import runners
 from flows.runtime import FLOW_RETRY, Progress, final_on_user_error, open_warehouse, run_id
 from flows.settings import load_settings
+from tasks.fanout.shards import cpu_count
 from tasks.ingest.images import list_inputs_task, load_images, locate_source_task, plan_task
-from tasks.shards import cpu_count
 
 
 @flow(name="ingest", **FLOW_RETRY)

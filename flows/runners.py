@@ -12,7 +12,7 @@ Every shard task gets a detached warehouse handle (catalog and data path, no con
 its own connection on the worker, writes its shard in one snapshot under the warehouse writer
 lock, and closes it: several processes (and machines, with a Postgres catalog) write at once.
 The flow's own steps before and after the fan-out (planning, bookkeeping) stay in the flow run.
-Both ways run through one function, `tasks.shards.run_shards`: the shards, a tally, the progress.
+Both ways run through one function, `tasks.fanout.shards.run_shards`: the shards, a tally, the progress.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from enum import Enum
 
 from flows.settings import load_settings
-from tasks.shards import cluster_threads, run_shards
+from tasks.fanout.shards import cluster_threads, run_shards
 
 TASK_RUNNERS = ("default", "dask")
 
@@ -131,9 +131,9 @@ def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
     kept from the shard that commits first (the other is quarantined as a duplicate), where the
     in-process path keeps the first path in sorted order.
     """
+    from tasks.fanout.shard_tasks import ingest_shard
     from tasks.ingest import imageio
     from tasks.ingest.load import records_frame, split_records, write_batch
-    from tasks.shard_tasks import ingest_shard
 
     totals = {"added": 0, "updated": 0, "quarantined": 0, "skipped": plan.skipped, "snapshots": 0}
 
@@ -173,7 +173,7 @@ def ingest_on(runner, wh, plan, run_id: str, progress=None) -> dict:
 
 def embedded_on(runner, wh, todo, run_id: str, concurrency: int, progress=None) -> dict:
     """Extract embedded texts of `todo` (image_id, path) in shards on `runner`; summed counts."""
-    from tasks.shard_tasks import embedded_shard
+    from tasks.fanout.shard_tasks import embedded_shard
 
     size = max(64, min(5000, -(-todo.height // (cluster_threads(runner) * 4))))
     shards = [{"images": todo.slice(start, size)} for start in range(0, todo.height, size)]
@@ -196,7 +196,7 @@ def score_on(runner, wh, plan, pending, policy, run_id: str, progress=None, **kw
     """
     import polars as pl
 
-    from tasks.shard_tasks import score_shard
+    from tasks.fanout.shard_tasks import score_shard
 
     workers = cluster_threads(runner)
     shards = []

@@ -1,7 +1,7 @@
 """The embedded-metadata harvest of ingested images: which images a run reads, and its Prefect task.
 
 The extraction itself (EXIF, IPTC, XMP, JPEG comment) is `tasks.harvest.embedded`, which the fan-out's
-shard task (`tasks.shards.embedded_shard`) runs too.
+shard task (`tasks.fanout.shard_tasks.embedded_shard`) runs too.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ import stat
 from pathlib import Path
 
 from tasks.common.errors import InputError
+from tasks.fanout.shards import run_shards
 from tasks.ingest import imageio
 from tasks.ingest.layout import KAGGLE_BASE, LABEL_FILE, Plan, Source, SplitFolder, read_val_labels
 from tasks.ingest.load import drop_unchanged, read_known, shard
-from tasks.shards import run_shards
 
 # From this many class folders on (full ImageNet has 1000), the listing runs on the pool too: a
 # stat per file is what a re-run costs, and on network or spinning disks it waits on latency. On a

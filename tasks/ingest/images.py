@@ -8,7 +8,7 @@ The work is split in four steps so that nothing is written before the input is k
    are recorded as quarantine records with a reason, never dropped.
 3. `plan_*` reads what the warehouse already holds under the source (path, size, mtime) once and
    keeps only the new or changed inputs, cut into shards.
-4. `load_images` probes the shards on a process pool (`tasks.shards.run_shards`) (header without pixel decoding, sha256) and
+4. `load_images` probes the shards on a process pool (`tasks.fanout.shards.run_shards`) (header without pixel decoding, sha256) and
    writes `images` and `quarantine` with anti-joins on their keys, one snapshot per
    `COMMIT_ROWS` records: one snapshot for any run under that size; a larger run commits in
    batches and a re-run after an interruption resumes where it stopped (committed inputs are
@@ -24,11 +24,11 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common.errors import InputError
 from tasks.common.retrying import RETRY
+from tasks.fanout.shards import probe_shard, run_shards
 from tasks.ingest import archives, imageio
 from tasks.ingest.folders import list_folder, locate_bare_folder, locate_split_folders, plan_folder
 from tasks.ingest.layout import SPLITS, Listing, Plan, Source
 from tasks.ingest.load import records_frame, split_records, write_batch
-from tasks.shards import probe_shard, run_shards
 
 # Records per warehouse commit; a run with more commits in batches (see the module docstring).
 COMMIT_ROWS = 250_000

@@ -37,7 +37,7 @@ def cluster():
 def _imports() -> None:
     import prefect.task_engine  # noqa: F401
 
-    import tasks.shard_tasks  # noqa: F401
+    import tasks.fanout.shard_tasks  # noqa: F401
 
 
 @pytest.fixture

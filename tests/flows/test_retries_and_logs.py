@@ -74,7 +74,7 @@ def test_flows_retry_transient_failures_and_end_at_once_on_user_errors():
 def test_every_flow_and_idempotent_task_of_imtext_has_retries():
     from expectations.tasks import store_results_task
     from flows import curate, export, harvest, ingest, pipeline, train, validate
-    from tasks import shard_tasks
+    from tasks.fanout import shard_tasks
     from tasks.harvest import captions, descriptions, flickr, metadata, wikipedia
     from tasks.ingest.images import load_images
 

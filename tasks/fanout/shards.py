@@ -6,7 +6,7 @@ in it, for one worker); with a `prefect-dask` task runner (`flows.runners.fan_ou
 a Prefect task run on the cluster. Either way results come back as shards finish, in any order,
 through the same tally and progress.
 
-The shard tasks (`tasks.shard_tasks`, kept apart so that importing the fan-out does not import
+The shard tasks (`tasks.fanout.shard_tasks`, kept apart so that importing the fan-out does not import
 Prefect) run on any worker. Each receives a detached warehouse handle (catalog and
 data path, no open connection), opens its own connection where it runs, writes its shard under
 the warehouse writer lock, and closes the connection before returning. The work itself is the same

@@ -1,4 +1,4 @@
-"""The Prefect shard tasks that `tasks.shards.run_shards` submits to a Dask task runner.
+"""The Prefect shard tasks that `tasks.fanout.shards.run_shards` submits to a Dask task runner.
 
 Each receives a detached warehouse handle, opens its own connection where it runs, writes its
 shard under the warehouse writer lock and closes the connection before returning. The work is the
@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common.retrying import RETRY
-from tasks.shards import probe_shard
+from tasks.fanout.shards import probe_shard
 
 
 @task(name="ingest-shard", cache_policy=NO_CACHE, **RETRY)
