@@ -89,7 +89,7 @@ def prepare(workdir: Path) -> dict:
     """The MiniLM classifier with a 1000-class head, saved once (like a trained model)."""
     import torch
 
-    from tasks.classifier import build_classifier, save_classifier
+    from tasks.model.classifier import build_classifier, save_classifier
     from warehouse.catalog import read_classes
 
     path = workdir / "minilm-1000"
@@ -155,7 +155,7 @@ def run_pipeline(args, model_path: str) -> dict:
     import torch
     from transformers import pipeline
 
-    from tasks.classifier import load_classifier
+    from tasks.model.classifier import load_classifier
 
     texts, _ = make_texts(args.texts)
     # Timed from the model load, as the platform's path loads its scorer too.
@@ -170,7 +170,7 @@ def run_pipeline(args, model_path: str) -> dict:
 
 
 def train_bench_baseline(work: Path) -> tuple[str, float]:
-    from tasks.baseline import save_baseline, train_baseline
+    from tasks.model.baseline import save_baseline, train_baseline
     from warehouse.catalog import read_classes
 
     classes = read_classes()

@@ -86,7 +86,7 @@ def run_variant(args) -> dict:
     """One variant in this process; returns its timing and memory."""
     import torch
 
-    from tasks.classifier import TINY_ROBERTA, build_classifier
+    from tasks.model.classifier import TINY_ROBERTA, build_classifier
     from tasks.model.devices import DistInfo
     from tasks.model.loop import TrainConfig, param_groups, train_classifier, warmup_linear
 

@@ -21,8 +21,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 
 from flows.runtime import FLOW_RETRY, final_on_user_error
-from tasks import encoders
-from tasks.model import steps
+from tasks.model import encoders, steps
 from tasks.model.data import record_folds
 from tasks.model.devices import DistInfo
 from tasks.model.fits import RunSpec
@@ -56,7 +55,7 @@ def train_flow(
     """Train K fold models and one on everything, for the transformer and the baseline; register and report them."""
     from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
-    from tasks.classifier import check_base_model
+    from tasks.model.classifier import check_base_model
 
     logger = get_run_logger()
     settings = load_settings()

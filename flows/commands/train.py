@@ -49,7 +49,7 @@ def preflight(base_model: str, allow_invalid: bool) -> None:
     """
     import logging
 
-    from tasks.classifier import check_base_model
+    from tasks.model.classifier import check_base_model
 
     if not allow_invalid:
         from expectations import TRAINING_SUITES

@@ -1,7 +1,7 @@
 """Curation: score every image text out-of-fold, decide keep/drop, measure the decisions.
 
 Scorers. A text is judged by a model that never trained on it: the images are split into folds by
-`tasks.folds.fold_of`, the fold-k model was trained on every fold but k, so it scores the texts of
+`tasks.model.folds.fold_of`, the fold-k model was trained on every fold but k, so it scores the texts of
 fold k. Texts added after the models were trained (absent from the training snapshot) are scored by
 the model trained on everything (fold -1) when there is one. The scorer kinds are `transformer`
 (the fine-tuned classifier), `baseline` (TF-IDF + linear), `frozen` and `similarity` (heads on a

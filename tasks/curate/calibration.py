@@ -48,7 +48,7 @@ def fit_weights(p_true_by_member: Sequence[np.ndarray], iterations: int = 200) -
 
 def fit_temperature(log_probs: np.ndarray, labels: Sequence[str], true_wnids: Sequence[str]) -> float:
     """The temperature that makes softmax(log_probs / T) fit the held-out labels best (max likelihood)."""
-    from tasks.baseline import fit_temperature as fit
+    from tasks.model.baseline import fit_temperature as fit
 
     index = {w: i for i, w in enumerate(labels)}
     keep = [i for i, w in enumerate(true_wnids) if w in index]

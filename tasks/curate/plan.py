@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from tasks.common.errors import InputError
-from tasks.folds import fold_of
+from tasks.model.folds import fold_of
 
 SCORERS = ("auto", "transformer", "baseline", "frozen", "similarity", "ensemble")
 KINDS = ("transformer", "baseline", "frozen", "similarity")

@@ -26,7 +26,7 @@ class TransformerScorer:
     def __init__(self, model, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None):
         import torch
 
-        from tasks.classifier import default_device, labels_of, max_length_of
+        from tasks.model.classifier import default_device, labels_of, max_length_of
 
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -39,13 +39,13 @@ class TransformerScorer:
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> TransformerScorer:
-        from tasks.classifier import load_classifier
+        from tasks.model.classifier import load_classifier
 
         model, tokenizer = load_classifier(path)
         return cls(model, tokenizer, **kwargs)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        from tasks.classifier import predict_logits
+        from tasks.model.classifier import predict_logits
 
         return predict_logits(
             self.model,
@@ -74,7 +74,7 @@ class BaselineScorer:
 
     @classmethod
     def load(cls, path: str | Path, **_) -> BaselineScorer:
-        from tasks.baseline import load_baseline
+        from tasks.model.baseline import load_baseline
 
         return cls(load_baseline(path))
 
@@ -137,7 +137,7 @@ def load_scorer(
         if ref.kind == "baseline":
             return BaselineScorer.load(ref.path)
         if ref.kind in ("frozen", "similarity"):
-            from tasks.encoders import EncoderScorer
+            from tasks.model.encoders import EncoderScorer
 
             return EncoderScorer.load(ref.path, device=device)
         return TransformerScorer.load(ref.path, batch_size=batch_size, device=device)

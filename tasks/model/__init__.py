@@ -6,7 +6,7 @@ summaries, description files) are extra training examples in every fold and neve
 classes are those with at least one image text, in the standard ImageNet order. Everything is read at
 one pinned snapshot (`AT (VERSION => n)`), which each model row records.
 
-Cross-fitting. Images are split into K folds by `tasks.folds.group_folds` (twins share a fold), never by
+Cross-fitting. Images are split into K folds by `tasks.model.folds.group_folds` (twins share a fold), never by
 text, so no image is on both sides. The model of fold k is trained on every other fold and judges
 fold k; one more model (fold -1) is trained on everything for new texts.
 
@@ -22,5 +22,10 @@ and folds of one snapshot; the folds recorded per run), `loop` (`TrainConfig` an
 training loop), `devices` (this process's place in a multi-process launch), `evaluation` (held-out
 measures and scoring speed), `registry` (model ids, finished model folders, the `models`,
 `training_history` and `training_runs` rows), `fits` (one model per fold: the transformer and the
-baseline) and `steps` (the train flow's steps and its Prefect tasks).
+baseline), `steps` (the train flow's steps and its Prefect tasks), `folds` (cross-fitting folds: images
+sharing a pasted description share a fold), `classifier` (building, saving, loading and running the
+transformer classifier), `modeling_mean_pooled` (the mean-pooled head; imports nothing from imtext, as
+it is copied beside the weights so plain transformers loads a saved model), `baseline` (the TF-IDF +
+linear SVM baseline, pickled with joblib), `encoders` (the frozen-encoder and class-similarity
+scorers on a sentence encoder) and `card` (the `README.md` of every model folder).
 """

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from tasks.common.errors import InputError
-from tasks.folds import group_folds
+from tasks.model.folds import group_folds
 
 
 @dataclass
@@ -65,7 +65,7 @@ def prepare_training_data(con, snapshot: int, folds: int, seed: int = 0) -> Trai
     present = set(images["wnid"].unique().to_list())
     labels = [wnid for wnid, _, _ in order if wnid in present]
     texts = texts.filter(pl.col("wnid").is_in(labels))
-    # Twins (one description pasted onto many images) share a fold: see tasks.folds.
+    # Twins (one description pasted onto many images) share a fold: see tasks.model.folds.
     image_folds = group_folds(texts.filter(pl.col("origin") == "image"), folds, seed)
     texts = (
         texts.join(image_folds.select("image_id", "fold"), on="image_id", how="left", maintain_order="left")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.classifier import TINY_ROBERTA, predict_logits
+from tasks.model.classifier import TINY_ROBERTA, predict_logits
 from tasks.model.data import TrainingData, fold_split
 from tasks.model.devices import DistInfo, device_name
 from tasks.model.evaluation import classification_metrics, cross_entropy, scoring_speed
@@ -71,7 +71,7 @@ class RunSpec:
         }
 
     def baseline_params(self, data: TrainingData, baseline) -> dict:
-        from tasks.baseline import BASELINE_NAME
+        from tasks.model.baseline import BASELINE_NAME
 
         return {
             "kind": "baseline",
@@ -100,8 +100,8 @@ def _result_from_record(record: dict) -> TrainResult:
 
 
 def finish_folder(model_dir: Path, row: dict) -> None:
-    """The model card, and the code that lets plain transformers load the model (see tasks.model_card)."""
-    from tasks.model_card import finish_model_folder
+    """The model card, and the code that lets plain transformers load the model (see tasks.model.card)."""
+    from tasks.model.card import finish_model_folder
 
     finish_model_folder(model_dir, row)
 
@@ -126,7 +126,7 @@ def fit_transformer_fold(
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[dict, TrainResult]:
     """Train (or reuse, when finished before) the transformer of one fold; returns its registry row and curves."""
-    from tasks.classifier import build_classifier, save_classifier, short_name
+    from tasks.model.classifier import build_classifier, save_classifier, short_name
 
     dist = dist or DistInfo.detect()
     params = spec.transformer_params(data, dist.world)
@@ -240,7 +240,7 @@ def fit_baseline_fold(
     data: TrainingData, fold: int, spec: RunSpec, *, temperature: float | None = None, config=None
 ) -> dict:
     """Fit (or reuse) the TF-IDF + linear baseline of one fold on exactly the transformer's texts; its registry row."""
-    from tasks.baseline import BASELINE_NAME, BaselineConfig, save_baseline, train_baseline
+    from tasks.model.baseline import BASELINE_NAME, BaselineConfig, save_baseline, train_baseline
 
     config = config or BaselineConfig(seed=spec.config.seed)
     params = spec.baseline_params(data, config)

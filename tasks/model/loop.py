@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.classifier import (
+from tasks.common.errors import InputError
+from tasks.model.classifier import (
     DEFAULT_MAX_LENGTH,
     TINY_ROBERTA,
     encode,
@@ -25,7 +26,6 @@ from tasks.classifier import (
     pad_batch,
     predict_logits,
 )
-from tasks.common.errors import InputError
 from tasks.model.devices import DistInfo
 from tasks.model.evaluation import classification_metrics, cross_entropy
 from tasks.model.options import config_field

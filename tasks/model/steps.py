@@ -14,7 +14,7 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import encoders
+from tasks.model import encoders
 from tasks.model.data import TrainingData, class_balance, prepare_training_data
 from tasks.model.devices import DistInfo, device_name
 from tasks.model.fits import RunSpec, fit_baseline_fold, fit_transformer_fold

@@ -15,7 +15,7 @@ from tasks.curate.plan import assign_scorers, plan_scoring, read_models
 from tasks.curate.policy import Policy
 from tasks.curate.score import score_pending
 from tasks.curate.store import read_texts
-from tasks.folds import fold_of
+from tasks.model.folds import fold_of
 from tests.flows.test_curate_data import TRAIN_RUN, build_world, tid, train_models, use_home
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
-from tasks.folds import fold_of
+from tasks.model.folds import fold_of
 
 CLASSES = {
     "n01443537": ("goldfish", "small orange fish swimming round and round in a glass bowl"),
@@ -132,8 +132,8 @@ def train_models(
     full_model: bool = True,
 ) -> list[dict]:
     """Fold models (and one on everything) of each kind, saved and registered in `models`."""
-    from tasks.baseline import save_baseline, train_baseline
-    from tasks.classifier import build_classifier, save_classifier
+    from tasks.model.baseline import save_baseline, train_baseline
+    from tasks.model.classifier import build_classifier, save_classifier
 
     texts: pl.DataFrame = world["texts"]
     folds, seed = world["folds"], world["seed"]

@@ -51,8 +51,8 @@ def _models(wh):
 
 def test_train_flow_registers_both_kinds_per_fold_and_reports(seeded, settings):
     from flows.train import train_flow
-    from tasks.baseline import load_baseline
-    from tasks.classifier import labels_of, load_classifier, predict_proba
+    from tasks.model.baseline import load_baseline
+    from tasks.model.classifier import labels_of, load_classifier, predict_proba
 
     summary = train_flow(**QUICK)
     rows = _models(seeded)
@@ -65,7 +65,7 @@ def test_train_flow_registers_both_kinds_per_fold_and_reports(seeded, settings):
         }
         assert all(r["metrics"]["top1"] >= 0.6 for r in mine if r["fold"] >= 0), mine  # chance is 0.25
         assert all(r["params"]["temperature"] > 0 for r in mine)
-    from tasks.encoders import EncoderScorer
+    from tasks.model.encoders import EncoderScorer
 
     frozen = EncoderScorer.load(
         next(r for r in rows if r["params"]["kind"] == "frozen" and r["fold"] == -1)["path"]

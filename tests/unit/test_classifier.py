@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.baseline import BASELINE_NAME, load_baseline, save_baseline, train_baseline
-from tasks.classifier import (
+from tasks.model.baseline import BASELINE_NAME, load_baseline, save_baseline, train_baseline
+from tasks.model.classifier import (
     MINILM_OFFLINE,
     TINY_ROBERTA,
     ModelNotFoundError,

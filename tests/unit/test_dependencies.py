@@ -118,6 +118,6 @@ def test_every_declared_runtime_dependency_is_imported():
 
 def test_import_scan_sees_imports_inside_functions():
     modules = imported_modules()
-    # scipy is imported only inside functions (tasks/baseline.py, tasks/ingest/layout.py)
+    # scipy is imported only inside functions (tasks/model/baseline.py, tasks/ingest/layout.py)
     assert "scipy" in modules
     assert "prefect" in modules and "os" not in third_party(modules)

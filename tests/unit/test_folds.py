@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.folds import fold_of, group_folds, image_groups, twin_key
+from tasks.model.folds import fold_of, group_folds, image_groups, twin_key
 
 
 def test_twin_key_ignores_case_punctuation_and_spacing_but_not_short_words():

@@ -9,7 +9,7 @@ from tests.unit.test_classifier import one_torch_thread  # noqa: F401 - autouse 
 
 
 def test_loading_a_saved_mean_pooled_model_asks_nothing(tmp_path, monkeypatch):
-    from tasks.classifier import build_classifier, labels_of, load_classifier, save_classifier
+    from tasks.model.classifier import build_classifier, labels_of, load_classifier, save_classifier
 
     corpus = ["a goldfish in a bowl", "a tench in a lake", "an orange goldfish", "an old tench"] * 8
     model, tokenizer, pooling = build_classifier("tiny-roberta", ["n01440764", "n01443537"], corpus=corpus)

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.classifier import (
+from tasks.model.classifier import (
     MINILM_OFFLINE,
     TINY_ROBERTA,
     build_classifier,
@@ -214,7 +214,7 @@ print("RESULT", json.dumps({"labels": labels, "imtext_modules": imtext}))
 
 @pytest.mark.slow
 def test_encoder_head_cards_load_without_imtext(tmp_path, monkeypatch):
-    from tasks.encoders import ENCODER_KINDS, EncoderScorer, embed_training_texts, fit_encoder_fold
+    from tasks.model.encoders import ENCODER_KINDS, EncoderScorer, embed_training_texts, fit_encoder_fold
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     data = training_data(images_per_class=4)

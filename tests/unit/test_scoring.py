@@ -16,7 +16,7 @@ from tasks.curate.masked import mask_class_names
 from tasks.curate.plan import ModelRef, assign_scorers, plan_scoring
 from tasks.curate.policy import DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K, Policy
 from tasks.curate.scorers import EnsembleScorer, TransformerScorer, summarise
-from tasks.folds import fold_of
+from tasks.model.folds import fold_of
 
 # -- policy ------------------------------------------------------------------------------------
 
@@ -344,7 +344,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tasks.classifier import build_classifier
+    from tasks.model.classifier import build_classifier
 
     model, tokenizer, _ = build_classifier("tiny-roberta", ["a", "b", "c"], corpus=TEXTS * 20, seed=0)
     return model, tokenizer

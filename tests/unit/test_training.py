@@ -11,7 +11,13 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from tasks.classifier import TINY_ROBERTA, build_classifier, load_classifier, predict_logits, save_classifier
+from tasks.model.classifier import (
+    TINY_ROBERTA,
+    build_classifier,
+    load_classifier,
+    predict_logits,
+    save_classifier,
+)
 from tasks.model.data import class_balance, fold_split, prepare_training_data
 from tasks.model.evaluation import classification_metrics
 from tasks.model.loop import TrainConfig, length_grouped_batches, train_classifier
@@ -249,7 +255,7 @@ def test_cuda_training_uses_bf16_and_learns(data):
 def test_minilm_fine_tunes_on_cuda(data):
     import torch
 
-    from tasks.classifier import MINILM_OFFLINE
+    from tasks.model.classifier import MINILM_OFFLINE
     from tasks.model.devices import DistInfo
 
     texts, y, held_texts, held_y = _fold0(data)

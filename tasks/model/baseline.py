@@ -9,6 +9,7 @@ the held-out split when one is given (a single scalar: top-1, top-5 and macro-F1
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -204,6 +205,8 @@ def load_baseline(path: str | Path) -> TfidfLinearModel:
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"no saved baseline at {path} ({MODEL_FILE} missing)")
+    # A baseline pickled before the model package existed names its classes' module `tasks.baseline`.
+    sys.modules.setdefault("tasks.baseline", sys.modules[__name__])
     model = joblib.load(file)
     if not isinstance(model, TfidfLinearModel):
         raise InputError(f"{file} does not hold a tfidf-linear baseline")

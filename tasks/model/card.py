@@ -63,7 +63,7 @@ def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-ENCODER_KINDS = ("frozen", "similarity")  # linear heads on a frozen sentence encoder (tasks.encoders)
+ENCODER_KINDS = ("frozen", "similarity")  # linear heads on a frozen sentence encoder (tasks.model.encoders)
 
 
 def _versions(kind: str) -> str:
@@ -124,7 +124,7 @@ def _folds_text(fold: int, folds: int, seed, train_n, held_n) -> str:
 
 def _encoder_source(encoder: str) -> str:
     try:
-        from tasks.classifier import resolve_base_model
+        from tasks.model.classifier import resolve_base_model
 
         return resolve_base_model(encoder)
     except Exception:  # noqa: BLE001 - the card still names the encoder
@@ -132,7 +132,7 @@ def _encoder_source(encoder: str) -> str:
 
 
 def _load_encoder_head_text(folder: Path, encoder: str, example: str) -> str:
-    from tasks.encoders import EMBED_MAX_LENGTH
+    from tasks.model.encoders import EMBED_MAX_LENGTH
 
     source = _encoder_source(encoder)
     return f"""The folder holds only the head (`head.npz`: `weight`, `bias`) and `encoder.json` (encoder,
@@ -162,13 +162,13 @@ logits = (embeddings @ head["weight"].T + head["bias"]) / meta["temperature"]
 [meta["labels"][i] for i in logits.argmax(1)]  # wnids; softmax(logits) gives probabilities
 ```
 
-Inside imtext: `tasks.encoders.EncoderScorer.load({_py(folder)})`."""
+Inside imtext: `tasks.model.encoders.EncoderScorer.load({_py(folder)})`."""
 
 
 def _load_text(kind: str, pooling: str | None, folder: Path, example: str, max_length) -> str:
     if kind == "baseline":
         return f"""The baseline is a pickled Python object (joblib). Unpickling imports its classes from
-imtext's `tasks.baseline`, so it loads where imtext is installed, with the scikit-learn version named
+imtext's `tasks.model.baseline`, so it loads where imtext is installed, with the scikit-learn version named
 above. A joblib file runs code when it is loaded: load only files you trust.
 
 ```python
@@ -179,7 +179,7 @@ model.predict(["{example}"])         # wnids
 model.predict_proba(["{example}"])   # one column per class, in model.labels order
 ```
 
-Inside imtext: `tasks.baseline.load_baseline({_py(folder)})`. The wnids are also listed, in column order,
+Inside imtext: `tasks.model.baseline.load_baseline({_py(folder)})`. The wnids are also listed, in column order,
 in `baseline.json`."""
     truncation = f"texts are cut at {max_length} tokens, as in training" if max_length else "as in training"
     if pooling == "mean":
@@ -208,7 +208,7 @@ logits = model(**tokenizer(["{example}"], truncation=True, return_tensors="pt"))
 model.config.id2label[int(logits.argmax(-1))]  # a wnid
 ```
 
-Inside imtext: `tasks.classifier.load_classifier({_py(folder)})`."""
+Inside imtext: `tasks.model.classifier.load_classifier({_py(folder)})`."""
 
 
 def render_model_card(
@@ -385,7 +385,7 @@ def finish_model_folder(model_dir: str | Path, row: dict) -> Path:
     mean-pooled transformer saved by an older imtext, the code and `auto_map` beside the weights."""
     model_dir = Path(model_dir)
     if (row.get("params") or {}).get("kind", "transformer") == "transformer":
-        from tasks.classifier import make_portable
+        from tasks.model.classifier import make_portable
 
         make_portable(model_dir)
     return write_model_card(model_dir, {k: v for k, v in row.items() if k != "created_at"})

@@ -48,7 +48,7 @@ def resolve_encoder(name: str | None, base_model: str) -> str | None:
     `auto`: the offline MiniLM sentence encoder when its package is installed, else the base model
     when it is pretrained (a from-scratch tiny RoBERTa knows nothing yet). `none` turns them off.
     """
-    from tasks.classifier import MINILM_OFFLINE, TINY_ROBERTA, minilm_offline_path
+    from tasks.model.classifier import MINILM_OFFLINE, TINY_ROBERTA, minilm_offline_path
 
     if name in (None, "", "none", "off"):
         return None
@@ -74,7 +74,7 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from tasks.classifier import _quiet_transformers, default_device, resolve_base_model
+        from tasks.model.classifier import _quiet_transformers, default_device, resolve_base_model
 
         self.name = name
         source = resolve_base_model(name)
@@ -98,7 +98,7 @@ class Encoder:
     def embed(self, texts: Sequence[str], batch_size: int = EMBED_BATCH) -> np.ndarray:
         import torch
 
-        from tasks.classifier import encode, mean_pool, pad_batch
+        from tasks.model.classifier import encode, mean_pool, pad_batch
 
         texts = [t or "" for t in texts]
         if self._last is not None and self._last[0] == texts:  # an ensemble's members ask twice
@@ -220,7 +220,7 @@ def class_centroids(embeddings: np.ndarray, y: np.ndarray, n_classes: int) -> tu
 
 def _fit_scale(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature of `logits` fitted by likelihood on held-out labels (1.0 without any)."""
-    from tasks.baseline import fit_temperature
+    from tasks.model.baseline import fit_temperature
 
     return float(fit_temperature(logits, y)) if len(y) else 1.0
 
@@ -246,7 +246,7 @@ def fit_encoder_fold(
         "c": DEFAULT_C if kind == FROZEN else None,
     }
     fingerprint = registry.spec_fingerprint(data.fingerprint, params)
-    from tasks.classifier import short_name
+    from tasks.model.classifier import short_name
 
     model_id = registry.model_id_for(f"{kind}-{short_name(encoder)}", fold, spec.folds, fingerprint)
     model_dir = spec.models_dir / model_id

@@ -12,7 +12,7 @@ Two heads exist. "cls" is the architecture's own sequence-classification head
 "mean" averages the encoder's token states under the attention mask before a linear layer: a
 RoBERTa trained from scratch stays at chance with first-token pooling but learns with mean pooling,
 and sentence-transformers checkpoints (MiniLM) were trained for mean pooling. transformers has no
-BERT-family head that pools by the mean, so that head lives in `tasks/modeling_mean_pooled.py`, a
+BERT-family head that pools by the mean, so that head lives in `tasks/model/modeling_mean_pooled.py`, a
 module that imports nothing from imtext: `save_pretrained` copies it beside the weights and names it in
 `config.json`'s `auto_map` (model type `mean-pooled-<encoder>`), so any process loads a saved model
 with `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` or
@@ -37,13 +37,15 @@ from tasks.common.errors import InputError
 from tasks.common.probability import softmax
 
 # The mean-pooled head lives in a self-contained module that `save_pretrained` copies beside the weights.
-from tasks.modeling_mean_pooled import (
+from tasks.model.modeling_mean_pooled import (
     MODEL_TYPE_PREFIX,
     encoder_type,
     mean_pooled_classes,
     mean_pooled_config,
 )
-from tasks.modeling_mean_pooled import mean_pool as mean_pool  # re-exported: tasks.encoders uses it
+from tasks.model.modeling_mean_pooled import (
+    mean_pool as mean_pool,  # re-exported: tasks.model.encoders uses it
+)
 
 log = logging.getLogger(__name__)
 
