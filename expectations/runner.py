@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from expectations import SUITE_NAMES
 from expectations.base import Suite
 from tasks.common.errors import InputError
-from tasks.markdown import format_value
+from tasks.report.markdown import format_value
 from warehouse.db import load_query
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.markdown import escape, format_value, image_markdown, markdown_table  # noqa: F401  (re-exported)
+from tasks.report.markdown import escape, format_value, image_markdown, markdown_table  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from pydantic import Field
 
 from flows import artifacts, runners
 from flows.runtime import FLOW_RETRY, final_on_user_error
-from tasks import report as reports
 from tasks.common.errors import InputError
 from tasks.curate import store
 from tasks.curate.calibration import ensemble_rows, held_out_task, needs_calibration, restore_calibration
@@ -23,6 +22,8 @@ from tasks.curate.policy import DEFAULT_JUNK_MIN_P_TRUE, DEFAULT_MIN_P_TRUE, DEF
 from tasks.curate.score import score_texts_task
 from tasks.curate.scorers import DEFAULT_BATCH_SIZE
 from tasks.curate.summary import class_table, curation_summary, headline, label_summary, run_row
+from tasks.report import curation as reports
+from tasks.report.charts import write_report
 
 
 @flow(name="curate", **FLOW_RETRY)
@@ -211,7 +212,7 @@ def _write_report(summary: dict, decided: pl.DataFrame, per_class: pl.DataFrame,
         per_class=per_class,
         curve=curve,
     )
-    return reports.write_report(html, reports_dir, f"curate-{summary['run_id']}.html")
+    return write_report(html, reports_dir, f"curate-{summary['run_id']}.html")
 
 
 def _publish(summary: dict, decided: pl.DataFrame, per_class: pl.DataFrame, curve) -> None:

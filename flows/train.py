@@ -108,18 +108,18 @@ def train_flow(
 def _report(wh, run: dict, rows: list[dict], curves: dict, balance: dict, summary: dict, reports_dir) -> dict:
     """Write the HTML report, publish the run's artifacts, and record the run as done; the summary's additions."""
     from flows import artifacts
-    from tasks import report as reports
-    from tasks.training_report import metrics_table, render_report
+    from tasks.report.charts import write_report
+    from tasks.report.training import metrics_table, render_report, training_report_markdown
 
     rid, params = run["run_id"], run["params"]
     html = render_report(rid, rows, curves, balance, params)
-    report = reports.write_report(html, reports_dir, f"train-{rid}.html")
+    report = write_report(html, reports_dir, f"train-{rid}.html")
     description = (
         f"held-out metrics of {len(rows)} models ({run['base_model']} and baseline), {run['folds']} folds"
     )
     artifacts.publish_table(metrics_table(rows), key="training-metrics", description=description)
     artifacts.publish_markdown(
-        reports.training_report_markdown(rid, rows, curves, balance, params, str(report)),
+        training_report_markdown(rid, rows, curves, balance, params, str(report)),
         key="training-report",
         description="metrics side by side, curves",
     )

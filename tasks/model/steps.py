@@ -20,7 +20,7 @@ from tasks.model.devices import DistInfo, device_name
 from tasks.model.fits import RunSpec, fit_baseline_fold, fit_transformer_fold
 from tasks.model.loop import TrainResult
 from tasks.model.registry import record_history, register_models
-from tasks.training_report import summary_by_kind
+from tasks.report.training import summary_by_kind
 
 fit_transformer_task = task(name="fit-transformer", tags=["gpu"], cache_policy=NO_CACHE)(fit_transformer_fold)
 fit_baseline_task = task(name="fit-baseline", cache_policy=NO_CACHE)(fit_baseline_fold)

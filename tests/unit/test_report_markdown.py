@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 
 from flows.artifacts import escape, image_markdown, markdown_table, summary_markdown
-from tasks.report import curation_report_markdown, training_report_markdown
+from tasks.report.curation import curation_report_markdown
+from tasks.report.training import training_report_markdown
 
 IMAGE = re.compile(r"!\[([^\]]*)\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)")
 

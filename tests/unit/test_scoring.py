@@ -300,7 +300,7 @@ def test_cli_help_states_the_real_defaults():
 
 
 def test_report_renders_and_escapes():
-    from tasks import report
+    from tasks.report import curation as report
 
     per_class = pl.DataFrame(
         {
@@ -403,7 +403,7 @@ def test_stored_training_folds_decide_who_judges_a_text():
 
 
 def test_report_shows_why_texts_were_dropped_per_class():
-    from tasks import report
+    from tasks.report import curation as report
 
     per_class = pl.DataFrame(
         {

@@ -166,3 +166,49 @@ images it never saw; the model on everything (fold "all") has none.</p>
 <pre>{html.escape(json.dumps(params, indent=1, default=str))}</pre>
 </body></html>
 """
+
+
+def training_report_markdown(
+    run_id: str, rows: list[dict], curves: dict, balance: dict, params: dict, report_path: str | None = None
+) -> str:
+    """The training report as markdown: held-out metrics per model, the mean per kind, curves as images."""
+    from tasks.report.markdown import escape, format_value, image_markdown, markdown_table
+
+    by_kind = summary_by_kind(rows)
+    parts = [
+        f"# Training run {escape(run_id)}",
+        f"Base model {escape(params.get('base_model'))}, {format_value(params.get('folds'))} folds, seed "
+        f"{format_value(params.get('seed'))}, snapshot {format_value(params.get('snapshot'))}. Held-out "
+        'metrics are those of each fold model on the images it never saw; the model on everything (fold "all") '
+        "has none.",
+        "## Held-out metrics",
+        markdown_table(metrics_table(rows)),
+        "### Mean over the folds, per kind",
+        markdown_table([{"kind": kind, **metrics} for kind, metrics in by_kind.items()]),
+    ]
+    charts = []
+    for title, label, key in (
+        ("training loss", "cross-entropy", "loss"),
+        ("held-out top-1", "top-1", "top1"),
+        ("held-out macro-F1", "macro-F1", "macro_f1"),
+    ):
+        series = [
+            (
+                name,
+                [
+                    (p["step"], p[key])
+                    for p in (r.loss_curve if key == "loss" else r.evals)
+                    if p.get(key) is not None
+                ],
+            )
+            for name, r in curves.items()
+        ]
+        svg = svg_lines(series, title, label)
+        if svg:
+            charts.append(image_markdown(svg, title))
+    if charts:
+        parts += ["## Training curves", "\n\n".join(charts)]
+    parts += ["## Class balance", markdown_table([balance])]
+    if report_path:
+        parts.append(f"The HTML report was written to {escape(report_path)} on the machine of the run.")
+    return "\n\n".join(parts) + "\n"
