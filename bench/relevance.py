@@ -92,8 +92,9 @@ CODE = ROOT  # the source tree whose imtext runs (--code)
 
 def cli_env(home: Path, prefect_home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMTEXT_", "PREFECT_"))}
-    if CODE != ROOT:
-        env["PYTHONPATH"] = str(CODE)  # ahead of the editable install's finder
+    # Always ahead of the editable install, whose finder points at the tree the venv was made for:
+    # a copy of the bench run from a snapshot would otherwise run the live working tree.
+    env["PYTHONPATH"] = str(CODE)
     env.update(
         IMTEXT_HOME=str(home),
         PREFECT_HOME=str(prefect_home),
