@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
 from tasks.report.charts import PAGE_STYLE, esc, html_table, svg_curve, svg_histogram, svg_ratio_bars
+from tasks.report.markdown import escape, format_value, image_markdown, markdown_table
 
 
 def decisions_row(summary: dict) -> dict:
@@ -70,6 +73,205 @@ def evidence_rows(summary: dict) -> list[dict]:
     return [{"scorer": k, **v} for k, v in (summary.get("evidence") or {}).items()]
 
 
+# -- the report's sections, listed once and rendered as HTML or as markdown -------------------------
+# The markdown goes to the flow run's page in the Prefect UI; a block marked `only` appears in one
+# of the two renderings.
+@dataclass(frozen=True)
+class Title:
+    """The report's heading: the curation run it is about."""
+
+    run_id: object
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+    only: str | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line of prose, escaped by the renderer unless it is one of the report's own sentences (`fixed`)."""
+
+    text: str
+    only: str | None = None
+    fixed: bool = False
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A bold term and what it means: the chosen scorer and why."""
+
+    term: object
+    text: object
+
+
+@dataclass(frozen=True)
+class Table:
+    rows: Sequence[dict]
+    columns: Sequence[str] | None = None
+    limit: int | None = None  # rows shown; the HTML says how many more there are
+    only: str | None = None
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG chart: inline in HTML, a data-URI image with `alt` text in markdown."""
+
+    draw: Callable[[bool], str]  # the SVG; the argument says whether it may carry tooltips
+    alt: str
+
+
+@dataclass(frozen=True)
+class Blank:
+    """An empty section: a block that is absent, kept so the spacing of the report stays as it was."""
+
+    only: str | None = None
+
+
+def _shown(value) -> str:
+    return "" if value is None else str(value)
+
+
+def curation_sections(summary: dict, *, p_true, kept, per_class: pl.DataFrame, curve=None) -> list:
+    """Decisions, policy, drop reasons, scorer, charts, lowest classes, labels and masked names, in order."""
+    policy = summary.get("policy") or {}
+    threshold = policy.get("min_p_true")
+    snapshot, training_run = summary.get("snapshot"), summary.get("training_run")
+    finished = summary.get("finished_at", dt.datetime.now(dt.UTC).isoformat())
+    sections = [
+        Title(summary.get("run_id")),
+        Note(
+            f"{_shown(finished)} · warehouse snapshot {_shown(snapshot)} · training run {_shown(training_run)}",
+            "html",
+        ),
+        Note(
+            f"Warehouse snapshot {format_value(snapshot, markdown=False)}, training run "
+            f"{format_value(training_run, markdown=False)}.",
+            "markdown",
+        ),
+        Heading("Decisions"),
+        Table([decisions_row(summary)]),
+        Heading("Policy"),
+        Table([summary.get("policy", {})], only="html"),
+        Table([summary["policy"]] if summary.get("policy") else [], only="markdown"),
+        Note(policy_note(policy, summary.get("thresholds"))),
+        Table([summary["thresholds"]]) if summary.get("thresholds") else Blank(),
+        Heading("Why texts were dropped"),
+        Table(reason_rows(summary)),
+        Heading("Scorer"),
+        Lead(summary.get("scorer"), summary.get("scorer_reason")),
+        Table(
+            [{"kind": k, **v} for k, v in (summary.get("candidates") or {}).items()],
+            ["kind", "macro_f1", "top1", "top5", "models"],
+        ),
+    ]
+    if summary.get("evidence"):
+        sections += [
+            Heading("Held-out evidence", 3, only="html"),
+            Note(
+                "Calibrated probability of the held-out texts' classes per kind and for the weighted "
+                "ensemble (weights fitted on these texts).",
+                "html",
+                fixed=True,
+            ),
+            Table(evidence_rows(summary)),
+        ]
+    else:
+        sections.append(Blank("markdown"))
+    temperatures = summary.get("temperatures") or {}
+    if temperatures:
+        calibration = ", ".join(f"{_shown(k)} {v:.3g}" for k, v in temperatures.items())
+        sections.append(
+            Note(
+                f"Ensemble calibration (temperature per kind, fitted on held-out folds): {calibration}",
+                "html",
+            )
+        )
+    sections += [
+        Heading("Scores"),
+        Chart(
+            lambda _: svg_histogram(
+                p_true, kept=kept, threshold=threshold, title="p_true of every scored text"
+            ),
+            "p_true of every scored text, kept and dropped",
+        ),
+        Heading("Kept ratio per class"),
+        Chart(
+            lambda tooltips: svg_ratio_bars(
+                per_class["name"].to_list(),
+                per_class["kept_ratio"].to_list(),
+                title="kept texts / texts, per class",
+                tooltips=tooltips,
+            ),
+            "kept ratio per class",
+        ),
+        Heading("Lowest kept ratios", 3),
+        Table(lowest_kept(per_class).to_dicts(), limit=25),
+    ]
+    labelled = summary.get("labels")
+    if labelled:
+        sections += [Heading("Labelled relevance"), Table([labelled])]
+        if curve is not None and not curve.is_empty():
+            sections.append(Chart(lambda _: svg_curve(curve, chosen=threshold), "precision against recall"))
+    masked = summary.get("masked") or []
+    if masked:
+        held_out = (
+            "Held-out texts that name their class, scored as written and with every lemma of the class "
+            "replaced by a neutral word"
+        )
+        sections += [
+            Heading("Class names masked"),
+            Note(f"{held_out}: where semantics, not keywords, decide.", "html", fixed=True),
+            Note(f"{held_out}.", "markdown", fixed=True),
+            Table(masked),
+        ]
+    if summary.get("report"):
+        sections.append(
+            Note(f"The HTML report was written to {summary['report']} on the machine of the run.", "markdown")
+        )
+    return sections
+
+
+def _html(block) -> str:
+    match block:
+        case Title():
+            return f"<h1>Curation {esc(block.run_id)}</h1>"
+        case Heading():
+            return f"<h{block.level}>{esc(block.text)}</h{block.level}>"
+        case Note():
+            return f"<p class=note>{block.text if block.fixed else esc(block.text)}</p>"
+        case Lead():
+            return f"<p><b>{esc(block.term)}</b>: {esc(block.text)}</p>"
+        case Table():
+            return html_table(block.rows, block.columns, limit=block.limit)
+        case Chart():
+            return block.draw(True)
+    return ""
+
+
+def _markdown(block) -> str:
+    match block:
+        case Title():
+            return f"# Curation {escape(block.run_id)}"
+        case Heading():
+            return "#" * block.level + f" {escape(block.text)}"
+        case Note():
+            return block.text if block.fixed else escape(block.text)
+        case Lead():
+            return f"**{escape(block.term)}**: {escape(block.text)}"
+        case Table():
+            return markdown_table(block.rows[: block.limit] if block.limit else block.rows, block.columns)
+        case Chart():
+            return image_markdown(block.draw(False), block.alt)
+    return ""
+
+
+def _rendered(sections: list, fmt: str, render: Callable) -> list[str]:
+    return [render(block) for block in sections if getattr(block, "only", None) in (None, fmt)]
+
+
 def curation_report_html(
     summary: dict,
     *,
@@ -79,66 +281,8 @@ def curation_report_html(
     curve: pl.DataFrame | None = None,
 ) -> str:
     """The curation report: decisions, scorer choice, score histogram, kept ratio per class, labels, masked names."""
-    policy = summary.get("policy", {})
-    threshold = policy.get("min_p_true")
-    sections = [
-        f"<h1>Curation {esc(summary.get('run_id'))}</h1>",
-        f"<p class=note>{esc(summary.get('finished_at', dt.datetime.now(dt.UTC).isoformat()))} · "
-        f"warehouse snapshot {esc(summary.get('snapshot'))} · training run {esc(summary.get('training_run'))}</p>",
-        "<h2>Decisions</h2>",
-        html_table([decisions_row(summary)]),
-        "<h2>Policy</h2>",
-        html_table([policy]),
-        f"<p class=note>{esc(policy_note(policy, summary.get('thresholds')))}</p>",
-        html_table([summary["thresholds"]]) if summary.get("thresholds") else "",
-        "<h2>Why texts were dropped</h2>",
-        html_table(reason_rows(summary)),
-        "<h2>Scorer</h2>",
-        f"<p><b>{esc(summary.get('scorer'))}</b>: {esc(summary.get('scorer_reason'))}</p>",
-        html_table(
-            [{"kind": k, **v} for k, v in summary.get("candidates", {}).items()],
-            ["kind", "macro_f1", "top1", "top5", "models"],
-        ),
-    ]
-    if summary.get("evidence"):
-        sections += [
-            "<h3>Held-out evidence</h3>",
-            "<p class=note>Calibrated probability of the held-out texts' classes per kind and for the weighted "
-            "ensemble (weights fitted on these texts).</p>",
-            html_table(evidence_rows(summary)),
-        ]
-    temperatures = summary.get("temperatures") or {}
-    if temperatures:
-        sections.append(
-            "<p class=note>Ensemble calibration (temperature per kind, fitted on held-out folds): "
-            + ", ".join(f"{esc(k)} {v:.3g}" for k, v in temperatures.items())
-            + "</p>"
-        )
-    sections += [
-        "<h2>Scores</h2>",
-        svg_histogram(p_true, kept=kept, threshold=threshold, title="p_true of every scored text"),
-        "<h2>Kept ratio per class</h2>",
-        svg_ratio_bars(
-            per_class["name"].to_list(),
-            per_class["kept_ratio"].to_list(),
-            title="kept texts / texts, per class",
-        ),
-    ]
-    sections += ["<h3>Lowest kept ratios</h3>", html_table(lowest_kept(per_class).to_dicts(), limit=25)]
-    labelled = summary.get("labels")
-    if labelled:
-        sections += ["<h2>Labelled relevance</h2>", html_table([labelled])]
-        if curve is not None and not curve.is_empty():
-            sections.append(svg_curve(curve, chosen=threshold))
-    masked = summary.get("masked") or []
-    if masked:
-        sections += [
-            "<h2>Class names masked</h2>",
-            "<p class=note>Held-out texts that name their class, scored as written and with every lemma of "
-            "the class replaced by a neutral word: where semantics, not keywords, decide.</p>",
-            html_table(masked),
-        ]
-    body = "\n".join(sections)
+    sections = curation_sections(summary, p_true=p_true, kept=kept, per_class=per_class, curve=curve)
+    body = "\n".join(_rendered(sections, "html", _html))
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>imtext curation {esc(summary.get('run_id'))}"
         f"</title><style>{PAGE_STYLE}</style></head><body>{body}"
@@ -146,62 +290,7 @@ def curation_report_html(
     )
 
 
-# -- the same reports as markdown artifacts, for the flow run's page in the Prefect UI ---------------
 def curation_report_markdown(summary: dict, *, p_true, kept, per_class: pl.DataFrame, curve=None) -> str:
     """The curation report as markdown: decisions, policy, scorer, charts (inline images), lowest classes."""
-    from tasks.report.markdown import escape, format_value, image_markdown, markdown_table
-
-    threshold = (summary.get("policy") or {}).get("min_p_true")
-    parts = [
-        f"# Curation {escape(summary.get('run_id'))}",
-        f"Warehouse snapshot {format_value(summary.get('snapshot'))}, training run "
-        f"{format_value(summary.get('training_run'))}.",
-        "## Decisions",
-        markdown_table([decisions_row(summary)]),
-        "## Policy",
-        markdown_table([summary["policy"]] if summary.get("policy") else []),
-        escape(policy_note(summary.get("policy") or {}, summary.get("thresholds"))),
-        markdown_table([summary["thresholds"]]) if summary.get("thresholds") else "",
-        "## Why texts were dropped",
-        markdown_table(reason_rows(summary)),
-        "## Scorer",
-        f"**{escape(summary.get('scorer'))}**: {escape(summary.get('scorer_reason'))}",
-        markdown_table(
-            [{"kind": k, **v} for k, v in (summary.get("candidates") or {}).items()],
-            ["kind", "macro_f1", "top1", "top5", "models"],
-        ),
-        markdown_table(evidence_rows(summary)) if summary.get("evidence") else "",
-        "## Scores",
-        image_markdown(
-            svg_histogram(p_true, kept=kept, threshold=threshold, title="p_true of every scored text"),
-            "p_true of every scored text, kept and dropped",
-        ),
-        "## Kept ratio per class",
-        image_markdown(
-            svg_ratio_bars(
-                per_class["name"].to_list(),
-                per_class["kept_ratio"].to_list(),
-                title="kept texts / texts, per class",
-                tooltips=False,
-            ),
-            "kept ratio per class",
-        ),
-        "### Lowest kept ratios",
-        markdown_table(lowest_kept(per_class).head(25).to_dicts()),
-    ]
-    labelled = summary.get("labels")
-    if labelled:
-        parts += ["## Labelled relevance", markdown_table([labelled])]
-        if curve is not None and not curve.is_empty():
-            parts.append(image_markdown(svg_curve(curve, chosen=threshold), "precision against recall"))
-    masked = summary.get("masked") or []
-    if masked:
-        parts += [
-            "## Class names masked",
-            "Held-out texts that name their class, scored as written and with every lemma of the class "
-            "replaced by a neutral word.",
-            markdown_table(masked),
-        ]
-    if summary.get("report"):
-        parts.append(f"The HTML report was written to {escape(summary['report'])} on the machine of the run.")
-    return "\n\n".join(parts) + "\n"
+    sections = curation_sections(summary, p_true=p_true, kept=kept, per_class=per_class, curve=curve)
+    return "\n\n".join(_rendered(sections, "markdown", _markdown)) + "\n"
