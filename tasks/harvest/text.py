@@ -231,29 +231,34 @@ def prepare_image_texts(
     Cleans, drops empties and per-image duplicates (first field in row order wins), marks junk and
     computes text ids. Row order is kept.
     """
-    fetched_at = fetched_at or dt.datetime.now(dt.UTC)
-    if "url" not in raw.columns:
-        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias("url"))
-    frame = raw.select(
-        pl.col("image_id").cast(pl.String),
-        pl.col("source").cast(pl.String),
-        pl.col("field").cast(pl.String),
-        pl.col("raw_text").cast(pl.String),
-        pl.col("url").cast(pl.String),
-    )
+    frame = _raw_strings(raw, "image_id", "raw_text")
     head, stored = cap_raw(frame["raw_text"])
     frame = frame.with_columns(clean_series(head).alias("text"), stored.alias("raw_text"))
     frame = frame.filter(pl.col("text").is_not_null())
     frame = frame.with_columns(pl.col("text").str.to_lowercase().alias("_dedup")).unique(
         subset=["image_id", "_dedup"], keep="first", maintain_order=True
     )
-    frame = frame.with_columns(
-        junk_series(frame["text"]),
-        text_ids(frame["image_id"], frame["source"], frame["field"], frame["text"]),
+    frame = frame.with_columns(junk_series(frame["text"]))
+    return _with_provenance(frame, "image_id", run_id, fetched_at).select(IMAGE_TEXT_COLUMNS)
+
+
+def _raw_strings(raw: pl.DataFrame, owner: str, text: str) -> pl.DataFrame:
+    """The raw rows' owner, source, field, text and url (null when the rows have none), as strings."""
+    if "url" not in raw.columns:
+        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias("url"))
+    return raw.select([pl.col(c).cast(pl.String) for c in (owner, "source", "field", text, "url")])
+
+
+def _with_provenance(
+    frame: pl.DataFrame, owner: str, run_id: str, fetched_at: dt.datetime | None
+) -> pl.DataFrame:
+    """Cleaned texts with their ids (from owner, source, field and text), fetch time (default now) and run."""
+    fetched_at = fetched_at or dt.datetime.now(dt.UTC)
+    return frame.with_columns(
+        text_ids(frame[owner], frame["source"], frame["field"], frame["text"]),
         pl.lit(fetched_at, dtype=pl.Datetime("us", "UTC")).alias("fetched_at"),
         pl.lit(run_id, dtype=pl.String).alias("run_id"),
     )
-    return frame.select(IMAGE_TEXT_COLUMNS)
 
 
 def join_tags(tags: list[str] | None) -> str | None:
@@ -301,23 +306,11 @@ def prepare_class_texts(
     raw: pl.DataFrame, run_id: str, fetched_at: dt.datetime | None = None
 ) -> pl.DataFrame:
     """Rows ready for `class_texts` from raw rows (wnid, source, field, text[, url]), cleaned and deduplicated."""
-    fetched_at = fetched_at or dt.datetime.now(dt.UTC)
-    if "url" not in raw.columns:
-        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias("url"))
-    frame = raw.select(
-        pl.col("wnid").cast(pl.String),
-        pl.col("source").cast(pl.String),
-        pl.col("field").cast(pl.String),
-        clean_series(cap_raw(raw["text"])[0]).alias("text"),
-        pl.col("url").cast(pl.String),
-    ).filter(pl.col("text").is_not_null())
+    frame = _raw_strings(raw, "wnid", "text")
+    frame = frame.with_columns(clean_series(cap_raw(frame["text"])[0]).alias("text"))
+    frame = frame.filter(pl.col("text").is_not_null())
     frame = frame.unique(subset=["wnid", "source", "text"], keep="first", maintain_order=True)
-    frame = frame.with_columns(
-        text_ids(frame["wnid"], frame["source"], frame["field"], frame["text"]),
-        pl.lit(fetched_at, dtype=pl.Datetime("us", "UTC")).alias("fetched_at"),
-        pl.lit(run_id, dtype=pl.String).alias("run_id"),
-    )
-    return frame.select(CLASS_TEXT_COLUMNS)
+    return _with_provenance(frame, "wnid", run_id, fetched_at).select(CLASS_TEXT_COLUMNS)
 
 
 def store_class_texts(con, texts: pl.DataFrame) -> int:
