@@ -95,6 +95,25 @@ def unique(key: str, why: str = "") -> Check:
     return blocking(f"{key}_unique", gxe.ExpectColumnValuesToBeNull(column=f"duplicate_{key}"), why)
 
 
+def natural_key(column: str, why: str = "") -> tuple[Check, Check]:
+    """The key of a row: present and unique."""
+    return present(column), unique(column, why)
+
+
+def known(name: str, ref: str, why: str = "", *, is_blocking: bool = True) -> Check:
+    """`name`: the query's `unknown_<ref>` column (a reference that points at nothing) is all NULL."""
+    return Check(name, gxe.ExpectColumnValuesToBeNull(column=f"unknown_{ref}"), is_blocking, why)
+
+
+def one_of(column: str, values: tuple[str, ...]) -> Check:
+    """`<column>_known`: every value is one of `values`."""
+    return blocking(
+        f"{column}_known",
+        gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)),
+        "one of " + ", ".join(values),
+    )
+
+
 def has_rows(hint: str) -> Check:
     """A warning while the table is empty: not harvested yet is a state, not a defect."""
     return warning("has_rows", gxe.ExpectTableRowCountToBeBetween(min_value=1), hint)

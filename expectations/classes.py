@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import great_expectations.expectations as gxe
 
-from expectations.base import Suite, blocking, present, unique, warning
+from expectations.base import Suite, blocking, natural_key, present, warning
 
 SUITE = Suite(
     name="classes",
@@ -15,14 +15,12 @@ SUITE = Suite(
             gxe.ExpectTableRowCountToEqual(value=1000),
             "ImageNet-1k has 1000 classes; a model head is sized by them",
         ),
-        present("class_index"),
-        unique("class_index", "two classes with one index would swap labels"),
+        *natural_key("class_index", "two classes with one index would swap labels"),
         blocking(
             "class_index_in_0_999",
             gxe.ExpectColumnValuesToBeBetween(column="class_index", min_value=0, max_value=999),
         ),
-        present("wnid"),
-        unique("wnid"),
+        *natural_key("wnid"),
         blocking(
             "wnid_format",
             gxe.ExpectColumnValuesToMatchRegex(column="wnid", regex=r"^n\d{8}$"),

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import great_expectations.expectations as gxe
 
-from expectations.base import Suite, present, unique, warning
+from expectations.base import Suite, natural_key, present, warning
 
 SUITE = Suite(
     name="models",
     table="models",
     skip_when_empty=True,
     checks=(
-        present("model_id"),
-        unique("model_id"),
+        *natural_key("model_id"),
         present("path"),
         present("base_model", is_blocking=False),
         warning(
