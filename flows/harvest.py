@@ -76,11 +76,7 @@ def harvest_classes_flow(
             progress.close()
             counts["skipped"] = selected.height - todo.height
             summary["sources"]["wikipedia"] = counts
-        summary["state"] = state_counts(wh.con, ["wikipedia"])
-        for source, counts in summary["sources"].items():
-            logger.info("harvest-classes %s: %s", source, counts)
-        _artifact("harvest-classes-summary", "Class texts harvested", summary)
-        return summary
+        return _publish(wh, logger, "harvest-classes", "Class texts harvested", summary, ["wikipedia"])
     finally:
         wh.close()
 
@@ -160,11 +156,9 @@ def harvest_images_flow(
             progress.close()
             counts["skipped"] = skipped
             summary["sources"]["embedded"] = counts
-        summary["state"] = state_counts(wh.con, list(summary["sources"]))
-        for source, counts in summary["sources"].items():
-            logger.info("harvest-images %s: %s", source, counts)
-        _artifact("harvest-images-summary", "Image texts harvested", summary)
-        return summary
+        return _publish(
+            wh, logger, "harvest-images", "Image texts harvested", summary, list(summary["sources"])
+        )
     finally:
         wh.close()
 
@@ -197,6 +191,15 @@ def flickr_api_key(settings) -> SecretStr:
             f"'{FLICKR_SECRET_BLOCK}'"
         )
     return SecretStr(str(value))
+
+
+def _publish(wh, logger, name: str, title: str, summary: dict, queues: list[str]) -> dict:
+    """The summary with the state of the sources' queues, logged per source and published as an artifact."""
+    summary["state"] = state_counts(wh.con, queues)
+    for source, counts in summary["sources"].items():
+        logger.info("%s %s: %s", name, source, counts)
+    _artifact(f"{name}-summary", title, summary)
+    return summary
 
 
 def _artifact(key: str, title: str, summary: dict) -> None:
