@@ -316,13 +316,17 @@ def startup(env: dict, tree: Path, scratch: Path) -> dict:
     return {"ingest_s": first["seconds"], "flow_s": first["flow_s"], "sql_s": min(r["seconds"] for r in sql)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def tree_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the ingest benchmarks: images in the large and the small tree, and their classes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--large", type=int, default=10_000)
     parser.add_argument("--small", type=int, default=2_000)
     parser.add_argument("--classes", type=int, default=25)
+    return parser
+
+
+def main() -> None:
+    parser = tree_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_280_000)
     parser.add_argument(
         "--repeat", type=int, default=3, help="measurements per method and tree; the best counts"

@@ -11,7 +11,6 @@ Goal: the tar at least as fast as the folder (one sequential read instead of one
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -62,12 +61,7 @@ def make_shards(tree: Path, shards: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--large", type=int, default=10_000)
-    parser.add_argument("--small", type=int, default=2_000)
-    parser.add_argument("--classes", type=int, default=25)
+    parser = base.tree_parser(__doc__)
     parser.add_argument(
         "--repeat", type=int, default=3, help="measurements per source and size; the best counts"
     )
