@@ -20,7 +20,7 @@ from tasks.curate.masked import lemma_table
 from tasks.curate.plan import ScoringPlan, assign_scorers, plan_scoring, read_folds, read_models
 from tasks.curate.policy import DEFAULT_JUNK_MIN_P_TRUE, DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K
 from tasks.curate.score import score_texts_task
-from tasks.curate.scorers import DEFAULT_BATCH_SIZE
+from tasks.curate.scorers import DEFAULT_BATCH_SIZE, forget_loaded
 from tasks.curate.summary import class_table, curation_summary, headline, label_summary, run_row
 from tasks.report import curation as reports
 from tasks.report.charts import write_report
@@ -167,6 +167,7 @@ def _score(
     pending = store.pending_texts(wh.con, assigned)
     logger.info("%d of %d texts need a score", pending.height, assigned.height)
     if pending.is_empty():
+        forget_loaded()  # the baseline the held-out pass kept is not needed
         return 0
     progress = Progress(pending.height, "scoring texts")
     # A transformer already uses every core of its machine: a local cluster gets one scoring
@@ -184,6 +185,7 @@ def _score(
                 on_batch=progress.advance,
             )
         else:
+            forget_loaded()  # the shards load their own models
             scored = runners.score_on(
                 runner, wh, plan, pending, policy, rid, progress, batch_size=batch_size, device=device
             )

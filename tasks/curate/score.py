@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.curate.decisions import is_junk
 from tasks.curate.plan import ScoringPlan
 from tasks.curate.policy import Policy
-from tasks.curate.scorers import DEFAULT_BATCH_SIZE, load_scorer, summarise
+from tasks.curate.scorers import DEFAULT_BATCH_SIZE, forget_loaded, last_baseline, load_scorer, summarise
 from tasks.curate.store import write_scores
 
 DEFAULT_CHUNK_SIZE = 16_384
@@ -93,7 +93,7 @@ def score_pending(
                     on_batch(n)
 
         try:
-            for model_id in sorted(pending["model_id"].unique().to_list()):
+            for model_id in _scoring_order(plan, pending["model_id"].unique().to_list()):
                 spec = plan.spec(model_id)
                 todo = (
                     pending.filter(pl.col("model_id") == model_id)
@@ -105,14 +105,28 @@ def score_pending(
                     table = score_table(scorer, chunk, model_id, policy, run_id)
                     settle()
                     in_flight = writer.submit(lambda t=table, n=chunk.height: (write_scores(wh, t), n))
+                kind = scorer.kind
                 del scorer
-                gc.collect()
+                if kind != "baseline":  # a model on a GPU lets go of its memory at once
+                    gc.collect()
             settle()
         finally:
+            forget_loaded()
             if in_flight is not None:  # a failure while scoring: still store what was scored
                 with contextlib.suppress(Exception):
                     settle()
     return added
+
+
+def _scoring_order(plan: ScoringPlan, model_ids: list[str]) -> list[str]:
+    """The scorers by model id, the baseline still loaded from the held-out pass first (not loaded twice)."""
+    kept = last_baseline()
+
+    def loaded(model_id: str) -> bool:
+        spec = plan.spec(model_id)
+        return spec.kind == "baseline" and kept is not None and spec.members[0].path == kept
+
+    return sorted(model_ids, key=lambda m: (not loaded(m), m))
 
 
 @task(name="score-texts", tags=["gpu"], cache_policy=NO_CACHE)

@@ -128,6 +128,46 @@ class EnsembleScorer:
         return np.log(np.clip(self.predict_proba(texts), 1e-30, None))
 
 
+# The baseline loaded last, kept until the next load: the held-out pass and the scoring pass of a
+# curation load the same fold models, and scoring starts with this one (`last_baseline`). Only one,
+# dropped before any other model loads, so no more models are in memory at once than without it.
+_last: dict[str, object] = {}
+
+
+def _file_key(path: str | Path) -> tuple:
+    """What identifies a saved baseline's file as it is now (a retrained model is not reused)."""
+    from tasks.model.baseline import MODEL_FILE
+
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    stat = file.stat()
+    return (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _load_baseline(path: str | Path) -> BaselineScorer:
+    try:
+        key = _file_key(path)
+    except OSError:
+        key = None
+    if key is not None and _last.get("key") == key:
+        return _last["scorer"]
+    forget_loaded()
+    scorer = BaselineScorer.load(path)
+    if key is not None:
+        _last.update(key=key, path=str(path), scorer=scorer)
+    return scorer
+
+
+def last_baseline() -> str | None:
+    """The path of the baseline kept from the last load (None when none is kept)."""
+    return _last.get("path")
+
+
+def forget_loaded() -> None:
+    """Drop the baseline kept from the last load (its memory goes once no caller holds it)."""
+    _last.clear()
+
+
 def load_scorer(
     spec_or_ref: ScorerSpec | ModelRef, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None, members=None
 ):
@@ -135,7 +175,8 @@ def load_scorer(
     if isinstance(spec_or_ref, ModelRef):
         ref = spec_or_ref
         if ref.kind == "baseline":
-            return BaselineScorer.load(ref.path)
+            return _load_baseline(ref.path)
+        forget_loaded()
         if ref.kind in ("frozen", "similarity"):
             from tasks.model.encoders import EncoderScorer
 
