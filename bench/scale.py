@@ -12,8 +12,8 @@ PREFECT_HOME, so that Prefect's database migrations are not charged to the first
 
     ingest -> harvest classes (WordNet, offline) -> harvest images --captions -> validate
     -> train (tiny-roberta capped by --max-train-samples; the CLI caps the baseline too)
-    -> train-baseline (the baseline on every text; a 1-step transformer rides along, since
-       `imtext train` has no baseline-only mode) -> curate --scorer baseline -> export parquet
+    -> train-baseline (`--no-transformer`: the baseline alone, on every text)
+    -> curate --scorer baseline -> export parquet
 
 Per stage: wall seconds, CPU seconds (the command and every process it waited for: workers and
 its local Prefect server), peak RSS of the largest process, peak RSS of the whole process tree
@@ -278,18 +278,7 @@ def stages(meta: dict, work: Path, max_train_samples: int) -> list[tuple[str, li
         ),  # fmt: skip
         (
             "train-baseline",
-            [
-                "train",
-                "--base-model",
-                "tiny-roberta",
-                "--max-steps",
-                "1",
-                "--batch-size",
-                "8",
-                "--frozen-encoder",
-                "none",
-                "--allow-invalid",
-            ],
+            ["train", "--no-transformer", "--frozen-encoder", "none", "--allow-invalid"],
             "SELECT count(*) FROM image_texts",
         ),  # fmt: skip
         ("curate", ["curate", "--scorer", "baseline"], "SELECT count(*) FROM image_texts"),

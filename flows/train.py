@@ -21,6 +21,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 
 from flows.runtime import FLOW_RETRY, final_on_user_error
+from tasks.common.errors import InputError
 from tasks.model import encoders, steps
 from tasks.model.data import record_folds
 from tasks.model.devices import DistInfo
@@ -49,6 +50,7 @@ def train_flow(
     max_train_samples: Annotated[int | None, parameter("max_train_samples")] = default("max_train_samples"),
     allow_invalid: Annotated[bool, parameter("allow_invalid")] = default("allow_invalid"),
     baseline: Annotated[bool, parameter("baseline")] = default("baseline"),
+    transformer: Annotated[bool, parameter("transformer")] = default("transformer"),
     resume: Annotated[bool, parameter("resume")] = default("resume"),
     frozen_encoder: Annotated[str, parameter("frozen_encoder")] = default("frozen_encoder"),
 ) -> dict:
@@ -69,7 +71,11 @@ def train_flow(
             from expectations.gate import check_gate
 
             check_gate(wh.con, ["classes", "images", "class_texts", "image_texts"])
-        check_base_model(base_model)
+        encoder = encoders.resolve_encoder(frozen_encoder, base_model)
+        if not (transformer or baseline or encoder):
+            raise InputError("nothing to train: --no-transformer, --no-baseline and --frozen-encoder none")
+        if transformer:
+            check_base_model(base_model)
         config = TrainConfig(
             epochs=epochs,
             max_steps=max_steps,
@@ -80,18 +86,21 @@ def train_flow(
         )
         spec = RunSpec(base_model, folds, config, rid, settings.models_dir, max_train_samples, resume)
         data, balance = steps.training_data(wh.con, wh.current_snapshot(), spec, logger)
-        run = steps.run_row(spec, data, balance, dist, baseline=baseline, started=started)
+        run = steps.run_row(
+            spec, data, balance, dist, baseline=baseline, started=started, transformer=transformer
+        )
         if dist.is_main:
             record_training_run(wh, run)
             record_folds(wh, rid, data.image_folds)
         rows: list[dict] = []
         if baseline and dist.is_main:
             rows += steps.fit_baselines(wh, data, spec, logger)
-        encoder = encoders.resolve_encoder(frozen_encoder, base_model)
         if encoder is not None and dist.is_main:
             rows += steps.fit_encoder_heads(wh, data, spec, encoder, logger)
-        transformer_rows, curves = steps.fit_transformers(wh, data, spec, dist, logger, Progress)
-        rows += transformer_rows
+        curves: dict = {}
+        if transformer:
+            transformer_rows, curves = steps.fit_transformers(wh, data, spec, dist, logger, Progress)
+            rows += transformer_rows
         summary = steps.training_summary(run, rows, balance, dist)
         if dist.is_main:
             summary |= _report(wh, run, rows, curves, balance, summary, settings.reports_dir)

@@ -13,7 +13,7 @@ from tasks.model.options import TRAIN_OPTIONS, Option
 def train(**options) -> None:
     """Fine-tune the text→class classifier, cross-fitted by image, with a TF-IDF baseline beside it."""
     prefect_env()
-    preflight(options["base_model"], options["allow_invalid"])
+    preflight(options["base_model"], options["allow_invalid"], options["transformer"])
     from prefect import tags
 
     from flows.train import FLOW_TAGS, train_flow
@@ -41,7 +41,7 @@ train.__signature__ = inspect.Signature([_cli_parameter(n, o) for n, o in TRAIN_
 train = user_errors(train)
 
 
-def preflight(base_model: str, allow_invalid: bool) -> None:
+def preflight(base_model: str, allow_invalid: bool, transformer: bool = True) -> None:
     """Refuse a run that cannot start (an unknown base model, a closed validation gate) before Prefect starts.
 
     The flow checks both again; checked here first, they are one line on the terminal instead of a
@@ -62,6 +62,8 @@ def preflight(base_model: str, allow_invalid: bool) -> None:
             check_gate(con, list(TRAINING_SUITES))
         finally:
             con.close()
+    if not transformer:
+        return
     # huggingface_hub logs a warning for each retry of an unreachable hub (and the libraries it
     # imports reset logger levels), so warnings are off while it looks: the line that matters is ours.
     logging.disable(logging.WARNING)

@@ -1,9 +1,12 @@
-"""The classical baseline beside the transformer: TF-IDF (word 1-2 grams + char 3-5 grams) + a linear SVM.
+"""The classical baseline beside the transformer: TF-IDF (word 1-2 grams + char 3-5 grams) + a linear model.
 
 Most image descriptions name their class, so keywords carry much of the signal: this baseline trains
-in about a minute on 1000 classes and scores thousands of texts per second on a CPU. Its
-probabilities are a softmax of the SVM margins divided by one temperature, fitted by likelihood on
-the held-out split when one is given (a single scalar: top-1, top-5 and macro-F1 do not change).
+in about a minute on 1000 classes and scores thousands of texts per second on a CPU. Up to
+`svm_max_texts` training texts the linear model is a one-vs-rest linear SVM; above that, a softmax
+factored through a few dozen numbers (`tasks/model/factored.py`), whose cost does not multiply texts
+by classes. Its probabilities are a softmax of the margins divided by one temperature, fitted by
+likelihood on the held-out split when one is given (a single scalar: top-1, top-5 and macro-F1 do
+not change).
 """
 
 from __future__ import annotations
@@ -35,19 +38,49 @@ class BaselineConfig:
     max_features: int | None = field(default=500_000, metadata={"help": "cap per n-gram family"})
     c: float = field(default=0.5, metadata={"help": "SVM regularisation (larger fits harder)"})
     seed: int = field(default=0, metadata={"help": "random state of the solver"})
+    solver: str = field(
+        default="auto",
+        metadata={"help": "svm (one-vs-rest linear SVM), factored (softmax through `dim` numbers), or auto"},
+    )
+    svm_max_texts: int = field(
+        default=50_000, metadata={"help": "auto: the SVM up to this many training texts, factored above"}
+    )
+    dim: int = field(default=64, metadata={"help": "factored: numbers between features and classes"})
+    epochs: int = field(default=5, metadata={"help": "factored: passes over the training texts"})
+
+
+SOLVERS = ("auto", "svm", "factored")
+
+
+def pick_solver(config: BaselineConfig, n_texts: int) -> str:
+    """The solver a fit of `n_texts` texts uses: the SVM is measured best, but it is texts x classes per pass.
+
+    On 18,780 ImageNet-shaped caption texts (1000 classes), the SVM took 37 s and reached 0.521 top-1
+    on held-out texts, the factored softmax 2.5 s and 0.517; at 1.3 million texts the SVM would need
+    hours and ~8 GB of weights.
+    """
+    if config.solver not in SOLVERS:
+        raise InputError(f"unknown baseline solver {config.solver!r}; expected one of {', '.join(SOLVERS)}")
+    if config.solver != "auto":
+        return config.solver
+    return "svm" if n_texts <= config.svm_max_texts else "factored"
 
 
 class TfidfLinearModel:
     """A fitted baseline: `.labels` (wnids, column order) and `.predict_proba(texts)`."""
 
     kind = "baseline"
+    solver = "svm"  # baselines saved before the factored solver existed are SVMs
 
-    def __init__(self, labels: list[str], vectorizer, classifier, temperature: float = 1.0, config=None):
+    def __init__(
+        self, labels: list[str], vectorizer, classifier, temperature: float = 1.0, config=None, solver="svm"
+    ):
         self.labels = list(labels)
         self.vectorizer = vectorizer
         self.classifier = classifier
         self.temperature = float(temperature)
         self.config = config
+        self.solver = solver
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """SVM margins (n, len(labels)), columns in `labels` order."""
@@ -117,8 +150,6 @@ def train_baseline(
 
     The temperature is fitted on (eval_texts, eval_labels) when given, else `temperature` (or 1.0).
     """
-    from sklearn.svm import LinearSVC
-
     config = config or BaselineConfig()
     if len(texts) != len(labels):
         raise InputError("texts and labels differ in length")
@@ -131,17 +162,25 @@ def train_baseline(
         raise InputError(f"training labels outside the classes: {sorted(unknown)[:5]}")
     y = np.array([index[w] for w in labels])
     vectorizer = _vectorizer(config)
+    solver = pick_solver(config, len(texts))
     features = vectorizer.fit_transform(list(texts))
-    classifier = LinearSVC(C=config.c, random_state=config.seed)
     present = np.unique(y)
     if len(present) == 1:
         # One class only: every text gets that class; keep the shapes the scorer expects.
         classifier = _ConstantClassifier(int(present[0]), len(classes))
+    elif solver == "factored":
+        from tasks.model.factored import fit_factored
+
+        classifier = fit_factored(
+            features, y, len(classes), dim=config.dim, epochs=config.epochs, seed=config.seed
+        )
     else:
-        classifier.fit(features, y)
+        from sklearn.svm import LinearSVC
+
+        classifier = LinearSVC(C=config.c, random_state=config.seed).fit(features, y)
         if len(present) < len(classes) or len(classes) == 2:
             classifier = _FullWidth(classifier, len(classes))
-    model = TfidfLinearModel(classes, vectorizer, classifier, 1.0, config)
+    model = TfidfLinearModel(classes, vectorizer, classifier, 1.0, config, solver)
     if eval_texts is not None and eval_labels is not None and len(eval_texts):
         known = [i for i, w in enumerate(eval_labels) if w in index]
         scores = model.decision_function([eval_texts[i] for i in known])

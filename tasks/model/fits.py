@@ -278,7 +278,7 @@ def fit_baseline_fold(
         fold,
         spec,
         data,
-        {**params, "temperature": model.temperature},
+        {**params, "temperature": model.temperature, "solver": model.solver},
         {
             **metrics,
             "train_time_s": round(train_seconds, 3),

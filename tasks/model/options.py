@@ -83,6 +83,13 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "baseline": Option(
         bool, True, "also fit the TF-IDF + linear baseline on the same folds", "--baseline/--no-baseline"
     ),
+    "transformer": Option(
+        bool,
+        True,
+        "fine-tune the base model (--no-transformer: only the baseline and the frozen-encoder models, "
+        "e.g. all of ImageNet's texts on a CPU)",
+        "--transformer/--no-transformer",
+    ),
     "resume": Option(
         bool,
         True,

@@ -53,7 +53,14 @@ def training_data(con, snapshot: int, spec: RunSpec, logger: logging.Logger) -> 
 
 
 def run_row(
-    spec: RunSpec, data: TrainingData, balance: dict, dist: DistInfo, *, baseline: bool, started
+    spec: RunSpec,
+    data: TrainingData,
+    balance: dict,
+    dist: DistInfo,
+    *,
+    baseline: bool,
+    started,
+    transformer: bool = True,
 ) -> dict:
     """The `training_runs` row of a starting run; its params are the transformer's and what the run adds."""
     return {
@@ -67,6 +74,7 @@ def run_row(
             **spec.transformer_params(data, dist.world),
             "snapshot": data.snapshot,
             "baseline": baseline,
+            "transformer": transformer,
         },
         "data": balance,
         "status": "running",

@@ -159,3 +159,29 @@ def test_cli_names_offline_aliases_for_a_missing_model(seeded, monkeypatch, tmp_
         "--no-baseline",
         "--no-resume",
     } <= options
+
+
+def test_no_transformer_fits_only_the_baseline_and_refuses_an_empty_run(seeded, monkeypatch, tmp_path):
+    from flows.cli import app
+    from flows.train import train_flow
+    from tasks.common.errors import InputError
+
+    # An unknown base model is not looked up when no transformer is trained.
+    summary = train_flow(
+        base_model="no-such-org/no-such-model",
+        folds=2,
+        transformer=False,
+        frozen_encoder="none",
+        allow_invalid=True,
+    )
+    rows = _models(seeded)
+    assert {r["base_model"] for r in rows} == {"tfidf-linear"} and len(rows) == 3
+    assert sorted(summary["models"]) == sorted(r["model_id"] for r in rows)
+    assert all(r["params"]["solver"] == "svm" for r in rows)  # tiny data: the SVM
+    assert all(r["metrics"]["top1"] is not None for r in rows if r["fold"] >= 0)
+    with pytest.raises(InputError, match="nothing to train"):
+        train_flow(transformer=False, baseline=False, frozen_encoder="none", allow_invalid=True)
+    result = CliRunner().invoke(
+        app, ["train", "--no-transformer", "--no-baseline", "--frozen-encoder", "none", "--allow-invalid"]
+    )
+    assert result.exit_code != 0 and "nothing to train" in result.output
