@@ -164,6 +164,10 @@ def train_baseline(
     vectorizer = _vectorizer(config)
     solver = pick_solver(config, len(texts))
     features = vectorizer.fit_transform(list(texts))
+    for _, part in vectorizer.transformer_list:
+        # Every n-gram cut by max_features, kept for introspection only: at a million texts it is
+        # most of the pickle and of the memory a loaded model takes.
+        part.stop_words_ = None
     present = np.unique(y)
     if len(present) == 1:
         # One class only: every text gets that class; keep the shapes the scorer expects.
