@@ -22,7 +22,11 @@ time grows per 10x of data (10 ** the log-log slope: 10x = linear; between small
 costs make it look better than linear). The baseline for each stage's growth is the smallest
 fraction, measured in the same run.
 
-    .venv/bin/python bench/scale.py --fraction 0.01 --fraction 0.03 [--max-train-samples 2000]
+With --rerun every stage then runs once more over the unchanged warehouse, and its wall time is
+printed as a share of the first run's (goal: under 5%); --rerun-only JSON does that alone for the
+warehouses an earlier run left under --work.
+
+    .venv/bin/python bench/scale.py --fraction 0.01 --fraction 0.03 [--max-train-samples 2000] [--rerun]
 """
 
 from __future__ import annotations
@@ -344,7 +348,45 @@ def run_fraction(fraction: float, args) -> dict:
     total_cpu = sum(r["cpu_s"] for r in results.values())
     peak = max(r["peak_tree_mb"] for r in results.values())
     print(f"{'total':<18}{total_wall:9.1f}{total_cpu:9.1f}{'':9}{peak:9.0f}")
-    return {"workload": meta, "stages": results}
+    out = {"workload": meta, "stages": results}
+    if args.rerun:
+        out["rerun"] = rerun_fraction(fraction, out, args)
+    return out
+
+
+def rerun_fraction(fraction: float, first: dict, args) -> dict:
+    """Every stage once more over the unchanged warehouse of `fraction`: its cost against the first run.
+
+    A re-run still pays a command's fixed cost (Python, imports, Prefect); `imtext sql "select 1"`,
+    timed here too, is that floor without Prefect, so the share above it is printed as well.
+    """
+    meta, results = first["workload"], first["stages"]
+    work = args.work / f"f{fraction:g}"
+    env = base_env(args.work / "prefect", work / "home")
+    floor = min(
+        run_stage([sys.executable, "-m", "flows.cli", "sql", "select 1"], env, work / "floor.log")["wall_s"]
+        for _ in range(3)
+    )
+    print(f"\nfraction {fraction:g}, re-run over unchanged data (goal: under 5% of the first run per stage)")
+    print(
+        f"{'stage':<18}{'first s':>9}{'again s':>9}{'share':>8}{'CPU s':>8}  (floor: imtext sql {floor:.1f} s)"
+    )
+    again = {}
+    for name, cli_args, _ in stages(meta, work, args.max_train_samples):
+        if name not in results:
+            continue
+        r = run_stage([sys.executable, "-m", "flows.cli", *cli_args], env, work / f"{name}-again.log")
+        r["share"] = r["wall_s"] / results[name]["wall_s"]
+        again[name] = r
+        flag = "" if r["exit"] in (0, 1) else f"  exit {r['exit']}"
+        print(
+            f"{name:<18}{results[name]['wall_s']:9.1f}{r['wall_s']:9.1f}{100 * r['share']:7.1f}%{r['cpu_s']:8.1f}{flag}",
+            flush=True,
+        )
+    first_total = sum(results[n]["wall_s"] for n in again)
+    again_total = sum(r["wall_s"] for r in again.values())
+    print(f"{'total':<18}{first_total:9.1f}{again_total:9.1f}{100 * again_total / first_total:7.1f}%")
+    return {"floor_s": floor, "stages": again}
 
 
 def machine() -> str:
@@ -394,9 +436,27 @@ def main() -> None:
         "--work", type=Path, default=OUT / "scale-run", help="warehouses and logs of the runs"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--rerun", action="store_true", help="then every stage again over the unchanged data (goal < 5%%)"
+    )
+    parser.add_argument(
+        "--rerun-only",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="re-run the stages of an earlier run (its --json and --work) without a first pass",
+    )
     args = parser.parse_args()
-    fractions = sorted(set(args.fraction or [0.01]))
     print(f"machine: {machine()}; load {os.getloadavg()[0]:.1f} at start", flush=True)
+    if args.rerun_only:
+        earlier = json.loads(args.rerun_only.read_text())
+        for key, first in earlier["results"].items():
+            if args.fraction and float(key) not in args.fraction:
+                continue
+            first["rerun"] = rerun_fraction(float(key), first, args)
+        args.rerun_only.write_text(json.dumps(earlier, indent=1, default=str))
+        return
+    fractions = sorted(set(args.fraction or [0.01]))
     results = {f: run_fraction(f, args) for f in fractions}
     if len(fractions) > 1:
         print_growth(results, fractions)

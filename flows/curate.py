@@ -20,7 +20,7 @@ from tasks.curate.masked import lemma_table
 from tasks.curate.plan import ScoringPlan, assign_scorers, plan_scoring, read_folds, read_models
 from tasks.curate.policy import DEFAULT_JUNK_MIN_P_TRUE, DEFAULT_MIN_P_TRUE, DEFAULT_TOP_K
 from tasks.curate.score import score_texts_task
-from tasks.curate.scorers import DEFAULT_BATCH_SIZE, forget_loaded
+from tasks.curate.scorers import DEFAULT_BATCH_SIZE, KeptBaseline
 from tasks.curate.summary import class_table, curation_summary, headline, label_summary, run_row
 from tasks.report import curation as reports
 from tasks.report.charts import write_report
@@ -99,9 +99,10 @@ def curate_flow(
         if texts.is_empty():
             raise InputError("no image texts to score: run `imtext harvest images` first")
         assigned = assign_scorers(texts, plan, read_folds(con, plan.training_run))
-        held_out = _held_out(wh, plan, assigned, rid, masked_texts, batch_size, device)
+        kept = KeptBaseline()  # the held-out pass's last baseline, scored first by the scoring pass
+        held_out = _held_out(wh, plan, assigned, rid, masked_texts, batch_size, device, kept)
         scored_now = _score(
-            wh, plan, assigned, policy, rid, task_runner, settings.workers, batch_size, device
+            wh, plan, assigned, policy, rid, task_runner, settings.workers, batch_size, device, kept
         )
         decided = store.read_decisions(con, assigned)
         curve, label_info = None, None
@@ -134,7 +135,7 @@ def curate_flow(
 
 
 def _held_out(
-    wh, plan: ScoringPlan, assigned: pl.DataFrame, rid: str, masked_texts, batch_size, device
+    wh, plan: ScoringPlan, assigned: pl.DataFrame, rid: str, masked_texts, batch_size, device, kept
 ) -> dict:
     """Calibrate (or reuse a stored ensemble's calibration), measure on held-out texts, register ensembles."""
     con = wh.con
@@ -149,6 +150,7 @@ def _held_out(
         device=device,
         seed=plan.seed,
         temperatures=plan.kind_temperatures(),
+        kept=kept,
     )
     if plan.scorer == "ensemble":
         store.register_ensembles(
@@ -158,7 +160,16 @@ def _held_out(
 
 
 def _score(
-    wh, plan: ScoringPlan, assigned: pl.DataFrame, policy, rid: str, task_runner, workers, batch_size, device
+    wh,
+    plan: ScoringPlan,
+    assigned: pl.DataFrame,
+    policy,
+    rid: str,
+    task_runner,
+    workers,
+    batch_size,
+    device,
+    kept: KeptBaseline,
 ) -> int:
     """Score the texts that have no score from their scorer yet; rows added."""
     from flows.runtime import Progress
@@ -167,7 +178,7 @@ def _score(
     pending = store.pending_texts(wh.con, assigned)
     logger.info("%d of %d texts need a score", pending.height, assigned.height)
     if pending.is_empty():
-        forget_loaded()  # the baseline the held-out pass kept is not needed
+        kept.clear()  # the baseline the held-out pass kept is not needed
         return 0
     progress = Progress(pending.height, "scoring texts")
     # A transformer already uses every core of its machine: a local cluster gets one scoring
@@ -183,9 +194,10 @@ def _score(
                 batch_size=batch_size,
                 device=device,
                 on_batch=progress.advance,
+                kept=kept,
             )
         else:
-            forget_loaded()  # the shards load their own models
+            kept.clear()  # the shards load their own models
             scored = runners.score_on(
                 runner, wh, plan, pending, policy, rid, progress, batch_size=batch_size, device=device
             )

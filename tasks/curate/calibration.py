@@ -20,7 +20,14 @@ from tasks.common.metrics import macro_f1, top1_accuracy
 from tasks.common.probability import softmax as _softmax
 from tasks.curate.masked import VERSIONS, masked_sample, masked_table
 from tasks.curate.plan import KINDS, ScoringPlan
-from tasks.curate.scorers import DEFAULT_BATCH_SIZE, load_scorer, summarise, union_labels, widen
+from tasks.curate.scorers import (
+    DEFAULT_BATCH_SIZE,
+    KeptBaseline,
+    load_scorer,
+    summarise,
+    union_labels,
+    widen,
+)
 
 
 def fit_weights(p_true_by_member: Sequence[np.ndarray], iterations: int = 200) -> list[float]:
@@ -109,6 +116,7 @@ def _score_held_out(
     seed: int,
     batch_size: int,
     device,
+    kept: KeptBaseline | None = None,
 ) -> _HeldOutScores:
     """Each fold's models on a sample of their held-out texts (`per_fold` None: no sample) and on
     the masked-name texts of that fold."""
@@ -126,7 +134,7 @@ def _score_held_out(
             out.truth.extend(sample["wnid"].to_list())
         out.masked_truth.extend(masked["wnid"].to_list())
         for kind in kinds:
-            scorer = load_scorer(plan.by_kind[kind][fold], batch_size=batch_size, device=device)
+            scorer = load_scorer(plan.by_kind[kind][fold], batch_size=batch_size, device=device, kept=kept)
             if sample is not None and not sample.is_empty():
                 out.calibration[kind].append(
                     (scorer.log_proba(sample["text"].fill_null("").to_list()), scorer.labels)
@@ -175,8 +183,9 @@ def held_out_pass(
     device=None,
     seed: int = 0,
     temperatures: dict[str, float] | None = None,
+    kept: KeptBaseline | None = None,
 ) -> dict:
-    """Held-out work over every fold, one model load per (fold, kind).
+    """Held-out work over every fold, one model load per (fold, kind); the last baseline stays in `kept`.
 
     Fits one temperature per kind on held-out texts (labelled with their image's class) when
     `calibrate`, and measures every kind (and the ensemble) on texts that name their class, as
@@ -196,6 +205,7 @@ def held_out_pass(
         seed=seed,
         batch_size=batch_size,
         device=device,
+        kept=kept,
     )
     labels = union_labels([held.labels[k] for k in kinds if held.labels[k]])
     cal = held.calibration

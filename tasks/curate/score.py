@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.curate.decisions import is_junk
 from tasks.curate.plan import ScoringPlan
 from tasks.curate.policy import Policy
-from tasks.curate.scorers import DEFAULT_BATCH_SIZE, forget_loaded, last_baseline, load_scorer, summarise
+from tasks.curate.scorers import DEFAULT_BATCH_SIZE, KeptBaseline, load_scorer, summarise
 from tasks.curate.store import write_scores
 
 DEFAULT_CHUNK_SIZE = 16_384
@@ -73,8 +73,11 @@ def score_pending(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     device=None,
     on_batch: Callable[[int], None] | None = None,
+    kept: KeptBaseline | None = None,
 ) -> int:
     """Score every pending text with its scorer, writing each chunk as it is done; returns rows added.
+
+    `kept`: the baseline the held-out pass loaded last, scored first and dropped at the end.
 
     The warehouse write of a chunk runs in a background thread while the next chunk is scored (one
     write in flight at most; nothing else touches the connection meanwhile).
@@ -93,14 +96,15 @@ def score_pending(
                     on_batch(n)
 
         try:
-            for model_id in _scoring_order(plan, pending["model_id"].unique().to_list()):
+            kept_path = kept.path if kept is not None else None
+            for model_id in _scoring_order(plan, pending["model_id"].unique().to_list(), kept_path):
                 spec = plan.spec(model_id)
                 todo = (
                     pending.filter(pl.col("model_id") == model_id)
                     .with_columns(pl.col("text").fill_null("").str.len_bytes().alias("_len"))
                     .sort("_len", descending=True)
                 )
-                scorer = load_scorer(spec, batch_size=batch_size, device=device)
+                scorer = load_scorer(spec, batch_size=batch_size, device=device, kept=kept)
                 for chunk in _chunks(todo, chunk_size):
                     table = score_table(scorer, chunk, model_id, policy, run_id)
                     settle()
@@ -111,16 +115,16 @@ def score_pending(
                     gc.collect()
             settle()
         finally:
-            forget_loaded()
+            if kept is not None:
+                kept.clear()
             if in_flight is not None:  # a failure while scoring: still store what was scored
                 with contextlib.suppress(Exception):
                     settle()
     return added
 
 
-def _scoring_order(plan: ScoringPlan, model_ids: list[str]) -> list[str]:
-    """The scorers by model id, the baseline still loaded from the held-out pass first (not loaded twice)."""
-    kept = last_baseline()
+def _scoring_order(plan: ScoringPlan, model_ids: list[str], kept: str | None) -> list[str]:
+    """The scorers by model id, the baseline still loaded from the held-out pass (`kept`) first."""
 
     def loaded(model_id: str) -> bool:
         spec = plan.spec(model_id)

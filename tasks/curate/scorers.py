@@ -128,10 +128,36 @@ class EnsembleScorer:
         return np.log(np.clip(self.predict_proba(texts), 1e-30, None))
 
 
-# The baseline loaded last, kept until the next load: the held-out pass and the scoring pass of a
-# curation load the same fold models, and scoring starts with this one (`last_baseline`). Only one,
-# dropped before any other model loads, so no more models are in memory at once than without it.
-_last: dict[str, object] = {}
+class KeptBaseline:
+    """The baseline one curation run loaded last, handed from its held-out pass to its scoring pass.
+
+    Both passes load the same fold models; the scoring pass starts with the one kept here
+    (`path`), so that one is read from disk once. Only one is kept, and it is dropped before any
+    other model loads, so no more models are in memory at once than without it. The run creates
+    one, hands it to both passes, and `clear()`s it when scoring is done or happens elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self.path: str | None = None
+        self._scorer: BaselineScorer | None = None
+
+    def load(self, path: str | Path) -> BaselineScorer:
+        try:
+            key = _file_key(path)
+        except OSError:
+            key = None
+        if key is not None and key == self._key:
+            return self._scorer
+        self.clear()
+        scorer = BaselineScorer.load(path)
+        if key is not None:
+            self._key, self.path, self._scorer = key, str(path), scorer
+        return scorer
+
+    def clear(self) -> None:
+        """Drop the kept model (its memory goes once no caller holds it)."""
+        self._key = self.path = self._scorer = None
 
 
 def _file_key(path: str | Path) -> tuple:
@@ -144,46 +170,30 @@ def _file_key(path: str | Path) -> tuple:
     return (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-def _load_baseline(path: str | Path) -> BaselineScorer:
-    try:
-        key = _file_key(path)
-    except OSError:
-        key = None
-    if key is not None and _last.get("key") == key:
-        return _last["scorer"]
-    forget_loaded()
-    scorer = BaselineScorer.load(path)
-    if key is not None:
-        _last.update(key=key, path=str(path), scorer=scorer)
-    return scorer
-
-
-def last_baseline() -> str | None:
-    """The path of the baseline kept from the last load (None when none is kept)."""
-    return _last.get("path")
-
-
-def forget_loaded() -> None:
-    """Drop the baseline kept from the last load (its memory goes once no caller holds it)."""
-    _last.clear()
-
-
 def load_scorer(
-    spec_or_ref: ScorerSpec | ModelRef, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None, members=None
+    spec_or_ref: ScorerSpec | ModelRef,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device=None,
+    members=None,
+    kept: KeptBaseline | None = None,
 ):
-    """A ready scorer for a plan entry (or one model row)."""
+    """A ready scorer for a plan entry (or one model row); baselines go through `kept` when given."""
     if isinstance(spec_or_ref, ModelRef):
         ref = spec_or_ref
         if ref.kind == "baseline":
-            return _load_baseline(ref.path)
-        forget_loaded()
+            return kept.load(ref.path) if kept is not None else BaselineScorer.load(ref.path)
+        if kept is not None:
+            kept.clear()
         if ref.kind in ("frozen", "similarity"):
             from tasks.model.encoders import EncoderScorer
 
             return EncoderScorer.load(ref.path, device=device)
         return TransformerScorer.load(ref.path, batch_size=batch_size, device=device)
     spec = spec_or_ref
-    loaded = members or [load_scorer(m, batch_size=batch_size, device=device) for m in spec.members]
+    loaded = members or [
+        load_scorer(m, batch_size=batch_size, device=device, kept=kept) for m in spec.members
+    ]
     if spec.kind == "ensemble":
         if spec.temperatures is None:
             raise ValueError(f"the ensemble {spec.model_id} is not calibrated")

@@ -437,3 +437,30 @@ def test_report_shows_why_texts_were_dropped_per_class():
         summary, p_true=np.array([0.9, 0.1]), kept=np.array([True, False]), per_class=per_class
     )
     assert "another class" in md and "dropped_no_class" in md
+
+
+def test_kept_baseline_hands_one_model_from_pass_to_pass_and_notices_a_retrained_file(tmp_path):
+    import os
+
+    from tasks.curate.scorers import KeptBaseline, load_scorer
+    from tasks.model.baseline import save_baseline, train_baseline
+    from tests.unit.test_classifier import LABELS, TEXTS, WNIDS
+
+    for name in ("a", "b"):
+        save_baseline(train_baseline(TEXTS, LABELS, classes=WNIDS), tmp_path / name)
+    ref_a, ref_b = (
+        ModelRef(f"m-{n}", "baseline", 0, 2, 0, str(tmp_path / n), 1, "run", "tfidf-linear")
+        for n in ("a", "b")
+    )
+    kept = KeptBaseline()
+    first = load_scorer(ref_a, kept=kept)
+    assert load_scorer(ref_a, kept=kept) is first and kept.path == str(tmp_path / "a")
+    assert load_scorer(ref_a) is not first  # without a hand-over every load reads the file
+    other = load_scorer(ref_b, kept=kept)  # one kept at a time: loading b lets a go
+    assert kept.path == str(tmp_path / "b") and load_scorer(ref_a, kept=kept) is not first
+    file = tmp_path / "a" / "model.joblib"
+    again = load_scorer(ref_a, kept=kept)
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 1_000_000))
+    assert load_scorer(ref_a, kept=kept) is not again  # a retrained file is read anew
+    kept.clear()
+    assert kept.path is None and other.labels == WNIDS
