@@ -50,6 +50,7 @@ class BaselineConfig:
 
 
 SOLVERS = ("auto", "svm", "factored")
+TEMPERATURE_TEXTS = 20_000  # held-out texts the temperature is fitted on, at most
 
 
 def pick_solver(config: BaselineConfig, n_texts: int) -> str:
@@ -187,6 +188,9 @@ def train_baseline(
     model = TfidfLinearModel(classes, vectorizer, classifier, 1.0, config, solver)
     if eval_texts is not None and eval_labels is not None and len(eval_texts):
         known = [i for i, w in enumerate(eval_labels) if w in index]
+        if len(known) > TEMPERATURE_TEXTS:  # one scalar: a sample pins it down, all texts cost GBs
+            picked = np.random.default_rng(config.seed).choice(len(known), TEMPERATURE_TEXTS, replace=False)
+            known = [known[i] for i in np.sort(picked)]
         scores = model.decision_function([eval_texts[i] for i in known])
         model.temperature = fit_temperature(scores, np.array([index[eval_labels[i]] for i in known]))
     elif temperature is not None:

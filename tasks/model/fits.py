@@ -13,12 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from tasks.model.classifier import TINY_ROBERTA, predict_logits
 from tasks.model.data import TrainingData, fold_split
 from tasks.model.devices import DistInfo, device_name
-from tasks.model.evaluation import classification_metrics, cross_entropy, scoring_speed
+from tasks.model.evaluation import chunked_metrics, scoring_speed
 from tasks.model.loop import TrainConfig, TrainResult, param_groups, train_classifier
 from tasks.model.registry import (
     model_id_for,
@@ -263,14 +261,12 @@ def fit_baseline_fold(
     )
     train_seconds = time.perf_counter() - started
     index = {w: i for i, w in enumerate(data.labels)}
-    metrics = {"top1": None, "top5": None, "macro_f1": None, "eval_loss": None}
-    if held_texts:
-        scores = model.decision_function(held_texts)
-        y = np.array([index[w] for w in held["wnid"]])
-        metrics = {
-            **classification_metrics(scores, y),
-            "eval_loss": cross_entropy(scores / model.temperature, y),
-        }
+    metrics = chunked_metrics(
+        model.decision_function,
+        held_texts,
+        [index[w] for w in held["wnid"]],
+        temperature=model.temperature,
+    )
     speed = scoring_speed(model.predict_proba, held_texts or train["text"].to_list())
     row = cpu_model_row(
         model_id,

@@ -27,7 +27,7 @@ from tasks.model.classifier import (
     predict_logits,
 )
 from tasks.model.devices import DistInfo
-from tasks.model.evaluation import classification_metrics, cross_entropy
+from tasks.model.evaluation import chunked_metrics, classification_metrics, cross_entropy
 from tasks.model.options import config_field
 
 log = logging.getLogger(__name__)
@@ -402,11 +402,13 @@ def train_classifier(
         "eval_loss": best.get("loss"),
     }
     if best and len(eval_rows) < len(eval_texts):  # the epoch evaluations read a sample: now all of it
-        y_all = np.asarray(eval_y, dtype=np.int64)
-        logits = predict_logits(
-            model, tokenizer, eval_texts, batch_size=config.eval_batch_size, device=device
+        metrics = chunked_metrics(
+            lambda texts: predict_logits(
+                model, tokenizer, texts, batch_size=config.eval_batch_size, device=device
+            ),
+            eval_texts,
+            eval_y,
         )
-        metrics = {**classification_metrics(logits, y_all), "eval_loss": cross_entropy(logits, y_all)}
     peak = None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20

@@ -275,3 +275,26 @@ def test_epoch_evaluations_read_a_sample_and_final_metrics_all_of_the_held_out_s
     logits = predict_logits(model, tok, held_texts)
     assert result.metrics["top1"] == classification_metrics(logits, np.array(held_y))["top1"]
     assert all(abs(e["top1"] * 10 - round(e["top1"] * 10)) < 1e-9 for e in result.evals)  # 10 texts each
+
+
+def test_chunked_metrics_equal_the_metrics_of_all_logits_at_once():
+    from tasks.model.evaluation import chunked_metrics, classification_metrics, cross_entropy
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(1003, 40)).astype(np.float32)
+    y = rng.integers(0, 40, size=1003)
+    logits[np.arange(600), y[:600]] += 3.0  # most rows right, some not
+    texts = [str(i) for i in range(len(y))]
+    whole = {**classification_metrics(logits, y), "eval_loss": cross_entropy(logits / 2.0, y)}
+    calls = []
+
+    def logits_of(chunk):
+        calls.append(len(chunk))
+        return logits[[int(t) for t in chunk]]
+
+    got = chunked_metrics(logits_of, texts, y, temperature=2.0, chunk_size=100)
+    assert calls == [100] * 10 + [3]
+    assert got.keys() == whole.keys()
+    for key in whole:
+        assert got[key] == pytest.approx(whole[key], rel=1e-6)
+    assert chunked_metrics(logits_of, [], []) == dict.fromkeys(whole)
