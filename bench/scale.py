@@ -402,6 +402,39 @@ def machine() -> str:
     return f"{model or platform.processor()}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()}"
 
 
+def markdown_table(results: dict) -> str:
+    """The README's table: per stage and fraction wall / CPU s / tree MB, CPU growth per 10x, re-run share."""
+    fractions = sorted(results, key=float)
+    small, large = fractions[0], fractions[-1]
+    head = " | ".join(f"F={float(f):g}: wall s / CPU s / tree MB" for f in fractions)
+    lines = [
+        f"| stage | {head} | CPU per 10x | re-run at F={float(large):g} |",
+        "|---" * (len(fractions) + 3) + "|",
+    ]
+    totals = {f: [0.0, 0.0, 0.0] for f in fractions}
+    for name, base in results[small]["stages"].items():
+        cells = []
+        for f in fractions:
+            r = results[f]["stages"].get(name)
+            if r is None:
+                cells.append("")
+                continue
+            cells.append(f"{r['wall_s']:,.0f} / {r['cpu_s']:,.0f} / {r['peak_tree_mb']:,.0f}")
+            totals[f][0] += r["wall_s"]
+            totals[f][1] += r["cpu_s"]
+            totals[f][2] = max(totals[f][2], r["peak_tree_mb"])
+        growth = ""
+        if len(fractions) > 1 and name in results[large]["stages"]:
+            ratio = results[large]["stages"][name]["cpu_s"] / base["cpu_s"]
+            growth = f"{10 ** (math.log(ratio) / math.log(float(large) / float(small))):.1f}x"
+        again = results[large].get("rerun", {}).get("stages", {}).get(name)
+        share = f"{100 * again['share']:.1f}% ({again['wall_s']:.1f} s)" if again else ""
+        lines.append(f"| {name} | {' | '.join(cells)} | {growth} | {share} |")
+    total = " | ".join(f"**{t[0]:,.0f} / {t[1]:,.0f} / {t[2]:,.0f}**" for t in totals.values())
+    lines.append(f"| **total** | {total} | | |")
+    return "\n".join(lines)
+
+
 def print_growth(results: dict, fractions: list[float]) -> None:
     """Per stage, how wall and CPU seconds grow against the smallest fraction, and per 10x of data.
 
@@ -455,12 +488,14 @@ def main() -> None:
                 continue
             first["rerun"] = rerun_fraction(float(key), first, args)
         args.rerun_only.write_text(json.dumps(earlier, indent=1, default=str))
+        print("\n" + markdown_table(earlier["results"]))
         return
     fractions = sorted(set(args.fraction or [0.01]))
     results = {f: run_fraction(f, args) for f in fractions}
     if len(fractions) > 1:
         print_growth(results, fractions)
-    print(f"\nload {os.getloadavg()[0]:.1f} at the end")
+    print(f"\nload {os.getloadavg()[0]:.1f} at the end\n")
+    print(markdown_table(results))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1, default=str))
 
