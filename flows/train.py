@@ -1,15 +1,14 @@
 """The train flow: cross-fitted text→class classifiers (transformer and TF-IDF baseline) on one snapshot.
 
-Multi-GPU: the same command under a launcher, no code change, e.g.
+Several GPUs: `imtext train --processes 4` (or the deployment's `processes` parameter) stays one
+flow run; its transformer step starts torchrun with 4 processes (`tasks.model.launch`), each training
+its share of each epoch's batches (DistributedDataParallel over NCCL, or gloo on CPUs;
+`--batch-size` is per process), and registers the models the first one saved. The flow itself fits
+the baseline and the frozen-encoder models, and writes rows and the report.
 
-    torchrun --nproc_per_node 4 -m flows.cli train --base-model roberta-base
-    accelerate launch --num_processes 4 -m flows.cli train --base-model roberta-base
-
-Every process trains on its share of each epoch's batches (DistributedDataParallel over NCCL, or gloo
-on CPUs; `--batch-size` is per process); only the first process fits the baseline and writes
-models, rows and the report. The processes must see the same IMTEXT_HOME (checkpoints are shared
-through it), and should talk to one Prefect server (`imtext serve`, or PREFECT_API_URL) rather than
-each starting a temporary one.
+The whole command under a launcher (`torchrun --nproc_per_node 4 -m flows.cli train ...`) still
+works too, as one flow run per process; the processes must then see the same IMTEXT_HOME and should
+talk to one Prefect server (`imtext serve`, or PREFECT_API_URL).
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ def train_flow(
     allow_invalid: Annotated[bool, parameter("allow_invalid")] = default("allow_invalid"),
     baseline: Annotated[bool, parameter("baseline")] = default("baseline"),
     transformer: Annotated[bool, parameter("transformer")] = default("transformer"),
+    processes: Annotated[int, parameter("processes")] = default("processes"),
     resume: Annotated[bool, parameter("resume")] = default("resume"),
     frozen_encoder: Annotated[str, parameter("frozen_encoder")] = default("frozen_encoder"),
 ) -> dict:
@@ -86,8 +86,16 @@ def train_flow(
         )
         spec = RunSpec(base_model, folds, config, rid, settings.models_dir, max_train_samples, resume)
         data, balance = steps.training_data(wh.con, wh.current_snapshot(), spec, logger)
+        launched = transformer and processes > 1 and dist.world == 1
         run = steps.run_row(
-            spec, data, balance, dist, baseline=baseline, started=started, transformer=transformer
+            spec,
+            data,
+            balance,
+            dist,
+            baseline=baseline,
+            started=started,
+            transformer=transformer,
+            world=processes if launched else dist.world,
         )
         if dist.is_main:
             record_training_run(wh, run)
@@ -98,10 +106,15 @@ def train_flow(
         if encoder is not None and dist.is_main:
             rows += steps.fit_encoder_heads(wh, data, spec, encoder, logger)
         curves: dict = {}
-        if transformer:
+        if launched:
+            transformer_rows, curves = steps.launch_transformer_folds(wh, data, spec, processes, logger)
+            rows += transformer_rows
+        elif transformer:
             transformer_rows, curves = steps.fit_transformers(wh, data, spec, dist, logger, Progress)
             rows += transformer_rows
         summary = steps.training_summary(run, rows, balance, dist)
+        if launched and transformer_rows:
+            summary["device"] = transformer_rows[0]["device"]
         if dist.is_main:
             summary |= _report(wh, run, rows, curves, balance, summary, settings.reports_dir)
         return summary

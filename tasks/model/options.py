@@ -83,6 +83,15 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "baseline": Option(
         bool, True, "also fit the TF-IDF + linear baseline on the same folds", "--baseline/--no-baseline"
     ),
+    "processes": Option(
+        int,
+        1,
+        "training processes of the transformer: above 1 the flow starts torchrun with that many "
+        "(one per GPU) and registers their models once, as one flow run",
+        "--processes",
+        metavar="N",
+        ge=1,
+    ),
     "transformer": Option(
         bool,
         True,

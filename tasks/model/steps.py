@@ -61,6 +61,7 @@ def run_row(
     baseline: bool,
     started,
     transformer: bool = True,
+    world: int | None = None,
 ) -> dict:
     """The `training_runs` row of a starting run; its params are the transformer's and what the run adds."""
     return {
@@ -71,7 +72,7 @@ def run_row(
         "snapshot": data.snapshot,
         "data_fingerprint": data.fingerprint,
         "params": {
-            **spec.transformer_params(data, dist.world),
+            **spec.transformer_params(data, world or dist.world),
             "snapshot": data.snapshot,
             "baseline": baseline,
             "transformer": transformer,
@@ -153,6 +154,26 @@ def fit_transformers(
             " (reused)" if row.get("reused") else "",
             brief(row["metrics"]),
         )
+    return rows, curves
+
+
+@task(name="fit-transformers-launched", tags=["gpu"], cache_policy=NO_CACHE)
+def _launch_task(data: TrainingData, spec: RunSpec, processes: int):
+    from tasks.model.launch import launch_transformers
+
+    return launch_transformers(data, spec, processes, spec.models_dir / ".launch" / spec.run_id)
+
+
+def launch_transformer_folds(
+    wh, data: TrainingData, spec: RunSpec, processes: int, logger: logging.Logger
+) -> tuple[list[dict], dict[str, TrainResult]]:
+    """Every fold's transformer trained by `processes` torchrun processes; registered here, once."""
+    logger.info("training the transformer on %d processes (torchrun)", processes)
+    rows, curves = _launch_task(data, spec, processes)
+    for row in rows:
+        register_models(wh, [row])
+        record_history(wh, spec.run_id, row["model_id"], curves[fold_name(row["fold"])])
+        logger.info("transformer %s: %s", row["model_id"], brief(row["metrics"]))
     return rows, curves
 
 

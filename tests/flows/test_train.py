@@ -185,3 +185,28 @@ def test_no_transformer_fits_only_the_baseline_and_refuses_an_empty_run(seeded, 
         app, ["train", "--no-transformer", "--no-baseline", "--frozen-encoder", "none", "--allow-invalid"]
     )
     assert result.exit_code != 0 and "nothing to train" in result.output
+
+
+def test_processes_trains_the_transformer_under_torchrun_as_one_flow_run(seeded):
+    from flows.train import train_flow
+
+    summary = train_flow(
+        base_model="tiny-roberta",
+        folds=2,
+        max_steps=3,
+        batch_size=4,
+        processes=2,
+        baseline=False,
+        frozen_encoder="none",
+        allow_invalid=True,
+    )
+    rows = _models(seeded)
+    # two CPU processes (gloo) trained every fold; the one flow run registered each model once
+    assert len(rows) == 3 and {r["base_model"] for r in rows} == {"tiny-roberta"}
+    assert {r["run_id"] for r in rows} == {summary["run_id"]}
+    assert all(r["device"] == "cpu x2" and r["params"]["world_size"] == 2 for r in rows)
+    assert summary["device"] == "cpu x2"
+    for row in rows:
+        assert (Path(row["path"]) / "config.json").exists()
+    history = seeded.reader().execute("SELECT count(DISTINCT model_id) FROM training_history").fetchone()
+    assert history == (3,)
