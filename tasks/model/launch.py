@@ -7,8 +7,8 @@ run's training data and spec into a folder, starts
 
 and waits. Every rank trains its share of each batch of every fold (DistributedDataParallel: NCCL on
 GPUs, gloo on CPUs); the first rank saves the models and writes their rows and curves back into the
-folder, and the flow registers them once. Ranks write their output to `FOLDER/rank-<i>.log`; a failed
-launch raises with the end of those logs.
+folder, and the flow registers them once. torchrun keeps each rank's output under `FOLDER/torchrun/`;
+a failed launch raises with the end of the newest logs.
 """
 
 from __future__ import annotations
