@@ -3,9 +3,9 @@
 A warehouse of N image texts is built once (Flickr-like titles, descriptions and tag lists of
 about three texts per image, over --classes ImageNet classes; some camera file names marked junk)
 and the TF-IDF baseline is cross-fitted on it through the train flow's own steps (its data, run
-row and folds, `fit_baseline_task` per fold, registered in `models`; `imtext train` has no
-baseline-only mode). Only the K fold models are fitted: every text existed at training, so the
-model on everything would judge none (and it is the slowest fit). A second warehouse of N/10
+row and folds, `fit_baseline_task` per fold, registered in `models`). Only the K fold models are
+fitted: every text existed at training, so the model on everything would judge none (and it is the
+slowest fit). A second warehouse of N/10
 texts is built the same way. Both are cached under bench/out/curate/ and copied afresh for each
 measurement, so every curate run scores every text.
 

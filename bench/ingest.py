@@ -203,10 +203,11 @@ def method_hf(tree: Path, home: Path) -> dict:
 
 
 def method_imtext(source: Path, home: Path) -> dict:
-    """The ingest flow in this process: a first run, then a re-run over the unchanged source.
+    """The ingest flow in this process as `imtext ingest` runs it: a first run, then a re-run.
 
     Prefect's API is started by a warm-up flow run on a one-image tree in another home first.
     """
+    from flows.commands.common import run_flow
     from flows.demo.sample import generate_sample
     from flows.ingest import ingest_flow
 
@@ -214,12 +215,12 @@ def method_imtext(source: Path, home: Path) -> dict:
     generate_sample(warm / "tree", train_per_class=1, val_per_class=0)
     shutil.rmtree(warm / "tree" / "val")
     os.environ["IMTEXT_HOME"] = str(warm / "home")
-    ingest_flow(source=str(warm / "tree"))
+    run_flow(ingest_flow, source=str(warm / "tree"))
     os.environ["IMTEXT_HOME"] = str(home / "home")
     with Work() as first:
-        summary = ingest_flow(source=str(source))
+        summary = run_flow(ingest_flow, source=str(source))
     with Work() as again:
-        rerun = ingest_flow(source=str(source))
+        rerun = run_flow(ingest_flow, source=str(source))
     assert rerun["added"] == 0, rerun
     return {"rows": summary["added"], "work_s": first.wall, "cpu_s": first.cpu,
             "rerun_s": again.wall, "rerun_cpu_s": again.cpu}  # fmt: skip

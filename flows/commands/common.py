@@ -11,6 +11,7 @@ from typing import TypeVar
 import typer
 
 F = TypeVar("F", bound=Callable)
+T = TypeVar("T")
 
 
 def prefect_env(api: bool = True) -> None:
@@ -29,6 +30,25 @@ def prefect_env(api: bool = True) -> None:
         from flows.prefect_api import ensure_api
 
         ensure_api(preload=PRELOAD)
+
+
+def run_flow(fn: Callable[..., T], /, *args, **kwargs) -> T:
+    """Run a flow (or code that runs flows) in this process, as the CLI commands do.
+
+    Prefect's flow-run heartbeat thread sleeps in one-second steps and is joined when the flow
+    ends, so every flow run lasted until the next whole second after its start: 0.5 s on average,
+    up to a second, added to every command. Here the heartbeat is off unless
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set: these runs live in the terminal that started them,
+    which sees a crash; the runs a worker starts from the deployments keep Prefect's default.
+    """
+    if any(
+        k in os.environ for k in ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+    ):
+        return fn(*args, **kwargs)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return fn(*args, **kwargs)
 
 
 # What every flow command imports anyway: imported while a local Prefect server starts.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 # Shown in --help without importing the flow; tests check they match tasks.curate.policy's defaults.
@@ -81,7 +81,9 @@ def curate(
         "masked_texts": masked_texts,
         "task_runner": task_runner.value if task_runner else None,
     }
-    summary = curate_flow(scorer=scorer.value, **{k: v for k, v in options.items() if v is not None})
+    summary = run_flow(
+        curate_flow, scorer=scorer.value, **{k: v for k, v in options.items() if v is not None}
+    )
     echo_summary(summary)
 
 

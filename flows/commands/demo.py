@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 
 
 @user_errors
@@ -23,7 +23,8 @@ def demo(
     prefect_env()
     from flows.demo.run import print_summary, run_demo
 
-    summary = run_demo(
+    summary = run_flow(
+        run_demo,
         train_per_class=train_per_class,
         val_per_class=val_per_class,
         base_model=base_model,

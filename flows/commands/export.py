@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 
 
 class ExportFormat(str, Enum):
@@ -71,7 +71,8 @@ def export(
     preflight(out, format.value, shard_size, shard_max_mb)
     from flows.export import export_flow
 
-    summary = export_flow(
+    summary = run_flow(
+        export_flow,
         format=format.value,
         out=str(out) if out else None,
         shard_size=shard_size,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 
@@ -44,7 +44,8 @@ def classes(
     preflight_classes(classes, descriptions)
     from flows.harvest import harvest_classes_flow
 
-    summary = harvest_classes_flow(
+    summary = run_flow(
+        harvest_classes_flow,
         classes=classes,
         wikipedia=wikipedia,
         descriptions=str(descriptions) if descriptions else None,
@@ -91,7 +92,8 @@ def images(
     preflight_images(captions, flickr_urls)
     from flows.harvest import harvest_images_flow
 
-    summary = harvest_images_flow(
+    summary = run_flow(
+        harvest_images_flow,
         captions=str(captions) if captions else None,
         flickr_urls=str(flickr_urls) if flickr_urls else None,
         embedded=embedded,

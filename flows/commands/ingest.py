@@ -6,7 +6,7 @@ from enum import Enum
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 from flows.runners import TASK_RUNNER_HELP, TaskRunnerName
 
 
@@ -47,7 +47,8 @@ def ingest(
     locate_source(source, split.value, val_labels)
     from flows.ingest import ingest_flow
 
-    summary = ingest_flow(
+    summary = run_flow(
+        ingest_flow,
         source=source,
         split=split.value,
         val_labels=val_labels,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 
 
 @user_errors
@@ -22,8 +22,12 @@ def maintenance(
     prefect_env()
     from flows.maintenance import maintenance_flow
 
-    summary = maintenance_flow(
-        older_than_days=older_than_days, grace_hours=grace_hours, compact=compact, dry_run=dry_run
+    summary = run_flow(
+        maintenance_flow,
+        older_than_days=older_than_days,
+        grace_hours=grace_hours,
+        compact=compact,
+        dry_run=dry_run,
     )
     would = "would be " if dry_run else ""
     typer.echo(

@@ -6,7 +6,7 @@ import inspect
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 from tasks.model.options import TRAIN_OPTIONS, Option
 
 
@@ -19,7 +19,7 @@ def train(**options) -> None:
     from flows.train import FLOW_TAGS, train_flow
 
     with tags(*FLOW_TAGS):
-        summary = train_flow(**options)
+        summary = run_flow(train_flow, **options)
     echo_summary(summary)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.commands.common import prefect_env, user_errors
+from flows.commands.common import prefect_env, run_flow, user_errors
 
 
 @user_errors
@@ -23,7 +23,7 @@ def validate(
     suites(suite)  # an unknown suite is reported (exit 2) before Prefect starts
     from flows.validate import validate_flow
 
-    summary = validate_flow(suite=suite)
+    summary = run_flow(validate_flow, suite=suite)
     for name, info in summary["suites"].items():
         if "skipped" in info:
             typer.echo(f"{name:<12} skipped ({info['skipped']})")

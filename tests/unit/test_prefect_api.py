@@ -93,3 +93,19 @@ def test_ensure_api_leaves_an_imported_prefect_alone(api, tmp_path, monkeypatch)
     env = {"PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     assert ensure_api(env) is None
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+
+
+def test_cli_flow_runs_have_no_heartbeat_thread_unless_one_is_asked_for(monkeypatch):
+    """Prefect joins its heartbeat thread, which sleeps in whole seconds, at every flow run's end."""
+    from prefect.settings import get_current_settings
+
+    from flows.commands.common import run_flow
+
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    monkeypatch.delenv("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", raising=False)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None  # Prefect's own default: heartbeats on
+    assert run_flow(lambda: get_current_settings().flows.heartbeat_frequency) is None
+    assert get_current_settings().flows.heartbeat_frequency == default  # only inside the call
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    assert run_flow(lambda x: (x, get_current_settings().flows.heartbeat_frequency), 1) == (1, default)
