@@ -5,7 +5,8 @@ order. A group is a set of images joined by a shared description: Flickr users p
 onto many photos, and a text judged by a model that trained on its twin would look more certain than
 it is. Two images are joined when one of their texts has the same normalised content (case,
 punctuation and spacing ignored) and is long enough to be a pasted description rather than a common
-word (`MIN_TWIN_CHARS`, `MIN_TWIN_WORDS`), or when they share an uploader (where one is known). A
+word (`MIN_TWIN_CHARS`, `MIN_TWIN_WORDS`) but not so common that it is boilerplate
+(`MAX_TWIN_IMAGES`), or when they share an uploader (where one is known). A
 group's key is its smallest image id; an image with no twin is its own group, so without twins the
 folds are exactly `fold_of(image_id)`.
 """
@@ -20,6 +21,11 @@ import polars as pl
 
 MIN_TWIN_CHARS = 16
 MIN_TWIN_WORDS = 3
+# A text under more images than this is boilerplate (a licence line, "Uploaded from my phone"): it
+# says nothing of a class, and joining by it put 62% of ImageNet-shaped captions in one group, so
+# one fold held 81% of the images.
+MAX_TWIN_IMAGES = 100
+MAX_GROUP_IMAGES = 500
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
@@ -47,8 +53,14 @@ def twin_key(text: str | None) -> str | None:
 def image_groups(
     image_ids: Sequence[str], texts: Sequence[str | None], owners: Sequence[str | None] | None = None
 ) -> dict[str, str]:
-    """image_id -> group key (the smallest image id of its group), from rows of (image, text[, owner])."""
+    """image_id -> group key (the smallest image id of its group), from rows of (image, text[, owner]).
+
+    A join that would make a group larger than `MAX_GROUP_IMAGES` is not made: chains of shared
+    texts can otherwise reach across classes into one group that fills a fold. Rows are joined in
+    sorted order, so the groups do not depend on the order they come in.
+    """
     parent: dict[str, str] = {}
+    size: dict[str, int] = {}
 
     def find(x: str) -> str:
         root = x
@@ -60,19 +72,29 @@ def image_groups(
 
     def union(a: str, b: str) -> None:
         ra, rb = find(a), find(b)
-        if ra != rb:
+        if ra != rb and size[ra] + size[rb] <= MAX_GROUP_IMAGES:
             if rb < ra:
                 ra, rb = rb, ra
             parent[rb] = ra  # the smaller id stays the root, so the key is the group's minimum
+            size[ra] += size.pop(rb)
 
-    first_seen: dict[tuple[str, str], str] = {}
     owners = owners if owners is not None else [None] * len(image_ids)
-    for image_id, text, owner in zip(image_ids, texts, owners, strict=True):
-        if image_id is None:
-            continue
-        parent.setdefault(image_id, image_id)
-        for link in (("text", twin_key(text)), ("owner", owner or None)):
-            if link[1] is None:
+    rows = sorted(
+        (image_id, key or "", owner or "")
+        for image_id, key, owner in zip(image_ids, map(twin_key, texts), owners, strict=True)
+        if image_id is not None
+    )
+    images_of: dict[str, set[str]] = {}
+    for image_id, key, _ in rows:
+        if key:
+            images_of.setdefault(key, set()).add(image_id)
+    boilerplate = {key for key, images in images_of.items() if len(images) > MAX_TWIN_IMAGES}
+    first_seen: dict[tuple[str, str], str] = {}
+    for image_id, key, owner in rows:
+        if image_id not in parent:
+            parent[image_id], size[image_id] = image_id, 1
+        for link in (("text", "" if key in boilerplate else key), ("owner", owner)):
+            if not link[1]:
                 continue
             other = first_seen.setdefault(link, image_id)
             if other != image_id:

@@ -46,3 +46,39 @@ def test_one_uploader_is_one_group_when_known():
     )
     groups = image_groups(frame["image_id"].to_list(), frame["text"].to_list(), frame["owner"].to_list())
     assert groups == {"x_1": "x_1", "x_2": "x_2", "x_3": "x_1"}
+
+
+def test_boilerplate_under_many_images_joins_no_group():
+    from tasks.model.folds import MAX_TWIN_IMAGES
+
+    many = MAX_TWIN_IMAGES + 1
+    rows = [(f"n01440764_{i}", "All rights reserved, do not use without permission") for i in range(many)]
+    rows += [(f"n02085620_{i}", "Our weekend trip to the lake house") for i in range(MAX_TWIN_IMAGES)]
+    frame = pl.DataFrame(rows, schema={"image_id": pl.String, "text": pl.String}, orient="row")
+    groups = image_groups(frame["image_id"].to_list(), frame["text"].to_list())
+    # pasted under more than MAX_TWIN_IMAGES images: every image stays its own group
+    assert all(groups[f"n01440764_{i}"] == f"n01440764_{i}" for i in range(many))
+    # under exactly MAX_TWIN_IMAGES images it is still a pasted description: one group
+    assert {groups[f"n02085620_{i}"] for i in range(MAX_TWIN_IMAGES)} == {"n02085620_0"}
+    out = group_folds(frame, 2)
+    counts = out.group_by("fold").len()["len"].to_list()
+    assert min(counts) > many // 4  # the boilerplate images spread over both folds
+
+
+def test_a_chain_of_shared_texts_stops_at_the_group_cap_whatever_the_row_order():
+    import random
+
+    from tasks.model.folds import MAX_GROUP_IMAGES
+
+    n = MAX_GROUP_IMAGES + 150
+    # image i and i+1 share a text: one chain through every image
+    rows = [(f"img_{i:05d}", f"link number {i} between two photos") for i in range(n - 1)]
+    rows += [(f"img_{i + 1:05d}", f"link number {i} between two photos") for i in range(n - 1)]
+    shuffled = rows[:]
+    random.Random(3).shuffle(shuffled)
+    groups = image_groups([r[0] for r in rows], [r[1] for r in rows])
+    sizes: dict[str, int] = {}
+    for key in groups.values():
+        sizes[key] = sizes.get(key, 0) + 1
+    assert max(sizes.values()) == MAX_GROUP_IMAGES and sum(sizes.values()) == n
+    assert image_groups([r[0] for r in shuffled], [r[1] for r in shuffled]) == groups
