@@ -117,7 +117,13 @@ def run_variant(args) -> dict:
         seconds = time.perf_counter() - started
         loop_seconds = result.train_seconds
         steps = result.steps
-        final_loss = result.loss_curve[-1]["loss"] if result.loss_curve else None
+        # The mean training loss over all steps, as the Trainer's `training_loss` is: the curve's
+        # entries are window means, weighted here by the steps each one covers.
+        covered, weighted = 0, 0.0
+        for entry in result.loss_curve:
+            weighted += entry["loss"] * (entry["step"] - covered)
+            covered = entry["step"]
+        final_loss = weighted / covered if covered else None
     else:
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -250,7 +256,7 @@ def main() -> None:
                 f"{r['samples_per_s']:>7.1f} texts/s incl. set-up  {r['seconds']:>6.1f}s  "
                 f"peak RSS {r['peak_rss_mb']:>5.0f} MB"
                 + (f"  peak CUDA {r['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in r else "")
-                + f"  final loss {r['final_loss']:.3f}  (load {load:.1f} before)",
+                + f"  mean training loss {r['final_loss']:.3f}  (load {load:.1f} before)",
                 flush=True,
             )
             if variant not in results or r["steps_per_s"] > results[variant]["steps_per_s"]:
