@@ -66,6 +66,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_term_with_parent if sys.platform == "linux" else None,
         )
         self._seen: set[int] = set()
 
@@ -97,6 +98,18 @@ class Child:
             os.killpg(self.pid, signal.SIGKILL)
         self._log.close()
         return self.popen.returncode
+
+
+def _term_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies, even by SIGKILL.
+
+    The children run in their own sessions (so a terminal's Ctrl-C reaches serve alone, which stops
+    them in order); without this, a serve killed outright would leave its server and worker running.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def descendants(pid: int) -> set[int]:
@@ -170,16 +183,21 @@ def _auth_headers(env: dict[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """Treat SIGTERM (docker stop, systemd) like Ctrl-C, so both shut down the same way."""
+    """Treat SIGTERM (docker stop, systemd) like Ctrl-C, so both shut down the same way.
+
+    SIGINT is made to interrupt too: a shell starts background jobs with SIGINT ignored, and Python
+    keeps it so, and then a SIGINT from a script or a supervisor would leave serve running.
+    """
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _register(options: ServeOptions, env: dict[str, str]) -> Registered:
