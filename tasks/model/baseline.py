@@ -22,6 +22,7 @@ import numpy as np
 
 from tasks.common.errors import InputError
 from tasks.common.probability import softmax as _softmax
+from tasks.model.evaluation import cross_entropy
 
 BASELINE_NAME = "tfidf-linear"
 MODEL_FILE = "model.joblib"
@@ -108,10 +109,7 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     scores = scores.astype(np.float64)
 
     def nll(log_t: float) -> float:
-        z = scores / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(z).sum(axis=1))
-        return float((log_norm - z[np.arange(len(y)), y]).mean())
+        return cross_entropy(scores / np.exp(log_t), y)
 
     result = minimize_scalar(nll, bounds=(np.log(1e-3), np.log(1e2)), method="bounded")
     return float(np.exp(result.x))

@@ -16,13 +16,23 @@ def classification_metrics(logits: np.ndarray, y: np.ndarray) -> dict:
         return {"top1": None, "top5": None, "macro_f1": None}
     y = np.asarray(y)
     pred = logits.argmax(axis=1)
-    k = min(5, logits.shape[1])
-    topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     return {
         "top1": float((pred == y).mean()),
-        "top5": float((topk == y[:, None]).any(axis=1).mean()),
+        "top5": float(_in_top5(logits, y).mean()),
         "macro_f1": macro_f1(pred, y),
     }
+
+
+def _in_top5(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: whether the true column is among the five largest logits."""
+    k = min(5, logits.shape[1])
+    return (np.argpartition(-logits, k - 1, axis=1)[:, :k] == y[:, None]).any(axis=1)
+
+
+def _row_nll(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: the negative log-likelihood of the true column under softmax(logits)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]
 
 
 def chunked_metrics(
@@ -49,11 +59,8 @@ def chunked_metrics(
         rows = slice(start, start + len(logits))
         truth = y[rows]
         pred[rows] = logits.argmax(axis=1)
-        k = min(5, logits.shape[1])
-        in_top5[rows] = (np.argpartition(-logits, k - 1, axis=1)[:, :k] == truth[:, None]).any(axis=1)
-        z = logits.astype(np.float64) / temperature
-        z -= z.max(axis=1, keepdims=True)
-        nll[rows] = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(truth)), truth]
+        in_top5[rows] = _in_top5(logits, truth)
+        nll[rows] = _row_nll(logits.astype(np.float64) / temperature, truth)
     return {
         "top1": float((pred == y).mean()),
         "top5": float(in_top5.mean()),
@@ -63,9 +70,7 @@ def chunked_metrics(
 
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return float((log_norm - z[np.arange(len(y)), y]).mean())
+    return float(_row_nll(logits, y).mean())
 
 
 def scoring_speed(score: Callable[[list[str]], object], texts: Sequence[str], limit: int = 2000) -> float:

@@ -144,17 +144,24 @@ def fit_transformers(
         if shown:
             shown[0].close()
         curves[fold_name(fold)] = result
-        if dist.is_main:
-            register_models(wh, [row])
-            record_history(wh, spec.run_id, row["model_id"], result)
+        _record_transformer(wh, spec, row, result, logger, register=dist.is_main)
         rows.append(row)
-        logger.info(
-            "transformer %s%s: %s",
-            row["model_id"],
-            " (reused)" if row.get("reused") else "",
-            brief(row["metrics"]),
-        )
     return rows, curves
+
+
+def _record_transformer(
+    wh, spec: RunSpec, row: dict, result: TrainResult, logger: logging.Logger, *, register: bool
+) -> None:
+    """A trained (or reused) transformer's row and curves into the warehouse when `register`; its log line."""
+    if register:
+        register_models(wh, [row])
+        record_history(wh, spec.run_id, row["model_id"], result)
+    logger.info(
+        "transformer %s%s: %s",
+        row["model_id"],
+        " (reused)" if row.get("reused") else "",
+        brief(row["metrics"]),
+    )
 
 
 @task(name="fit-transformers-launched", tags=["gpu"], cache_policy=NO_CACHE)
@@ -171,9 +178,7 @@ def launch_transformer_folds(
     logger.info("training the transformer on %d processes (torchrun)", processes)
     rows, curves = _launch_task(data, spec, processes)
     for row in rows:
-        register_models(wh, [row])
-        record_history(wh, spec.run_id, row["model_id"], curves[fold_name(row["fold"])])
-        logger.info("transformer %s: %s", row["model_id"], brief(row["metrics"]))
+        _record_transformer(wh, spec, row, curves[fold_name(row["fold"])], logger, register=True)
     return rows, curves
 
 
