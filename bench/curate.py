@@ -161,8 +161,8 @@ def build(home: Path, n_texts: int, n_classes: int, folds: int, seed: int) -> di
     from tasks.model.data import record_folds
     from tasks.model.devices import DistInfo
     from tasks.model.fits import RunSpec
-    from tasks.model.loop import TrainConfig
     from tasks.model.registry import record_training_run, register_models
+    from tasks.model.training import TrainConfig
 
     images, texts = make_rows(n_texts, n_classes, seed)
     settings = load_settings()

@@ -1,12 +1,15 @@
-"""Benchmark: the platform's training loop against a fair transformers `Trainer`: same model, data, batch, steps.
+"""Benchmark: the platform's training (`Trainer` with its own sampler, optimizer and callbacks) against a bare, fair `Trainer`.
 
-Both fine-tune the same classifier (default `minilm-offline`, mean-pooled head, same seed) on the same
-generated texts with the same batch size and number of optimizer steps. The `Trainer` is given what
-the loop does, so that only the loop machinery differs:
+The platform fine-tunes with transformers' `Trainer` (tasks/model/training.py); it replaced a
+hand-written loop that measured only 1.03x-1.23x a fair `Trainer` here, short of the 1.3x that would
+have justified keeping it. This benchmark now measures what the platform's additions cost: both
+variants fine-tune the same classifier (default `minilm-offline`, mean-pooled head, same seed) on the
+same generated texts with the same batch size and number of optimizer steps. The bare `Trainer` is
+given what the platform uses, so that only the platform's machinery differs:
 
 - length-grouped batches (`train_sampling_strategy="group_by_length"`, transformers' `group_by_length`)
   with dynamic padding (`DataCollatorWithPadding`);
-- the same optimizer, passed in through `optimizers=`: the loop's own AdamW parameter groups (the new
+- the same optimizer, passed in through `optimizers=`: the platform's AdamW parameter groups (the new
   head at its own learning rate, no decay on biases and norms, the fused kernel) and its warmup +
   linear decay schedule;
 - the same gradient clipping, and bf16 on CUDA.
@@ -14,7 +17,7 @@ the loop does, so that only the loop machinery differs:
 `--trainer-plain` also runs the `Trainer` as the transformers examples do (random sampler, one
 learning rate, its default optimizer) for reference. Each variant runs in its own process so that its
 peak memory (max RSS; on CUDA also max allocated) is its own. Steps per second count the training
-steps alone (the loop's own clock, the Trainer's `train_runtime`); texts per second also cover
+steps alone (the platform's own clock, the Trainer's `train_runtime`); texts per second also cover
 tokenisation and set-up (model loading is left out of both).
 
 Texts mix short titles, gloss-like descriptions and a few long ones, as harvested Flickr/ImageNet
@@ -88,7 +91,7 @@ def run_variant(args) -> dict:
 
     from tasks.model.classifier import TINY_ROBERTA, build_classifier
     from tasks.model.devices import DistInfo
-    from tasks.model.loop import TrainConfig, param_groups, train_classifier, warmup_linear
+    from tasks.model.training import TrainConfig, param_groups, train_classifier, warmup_linear
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,9 +118,9 @@ def run_variant(args) -> dict:
             model, tokenizer, texts, labels, config=config, dist=DistInfo(device=device)
         )
         seconds = time.perf_counter() - started
-        loop_seconds = result.train_seconds
+        train_seconds = result.train_seconds
         steps = result.steps
-        # The mean training loss over all steps, as the Trainer's `training_loss` is: the curve's
+        # The mean training loss over all steps, as the bare Trainer's `training_loss` is: the curve's
         # entries are window means, weighted here by the steps each one covers.
         covered, weighted = 0, 0.0
         for entry in result.loss_curve:
@@ -157,7 +160,7 @@ def run_variant(args) -> dict:
             ]
             optimizers = (None, None)
             if fair:
-                # The loop's own optimizer and schedule (tasks/model/loop.py), built the same way.
+                # The platform's own optimizer groups and schedule (tasks/model/training.py), built the same way.
                 from_scratch = getattr(model.config, "imtext_base_model", None) == TINY_ROBERTA
                 groups, _ = param_groups(model, config, from_scratch)
                 optimizer = torch.optim.AdamW(
@@ -176,7 +179,7 @@ def run_variant(args) -> dict:
             )
             output = trainer.train()
             seconds = time.perf_counter() - started
-            loop_seconds = output.metrics["train_runtime"]
+            train_seconds = output.metrics["train_runtime"]
             steps = output.global_step
             final_loss = output.training_loss
     out = {
@@ -189,9 +192,9 @@ def run_variant(args) -> dict:
         "batch_size": args.batch_size,
         "seconds": round(seconds, 2),
         "samples_per_s": round(samples / seconds, 2),
-        "loop_samples_per_s": round(samples / loop_seconds, 2),
+        "train_samples_per_s": round(samples / train_seconds, 2),
         "steps_done": steps,
-        "steps_per_s": round(steps / loop_seconds, 3),
+        "steps_per_s": round(steps / train_seconds, 3),
         "final_loss": final_loss,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
     }
@@ -264,16 +267,16 @@ def main() -> None:
     platform, trainer = results["platform"], results["trainer"]
     ratio = platform["steps_per_s"] / trainer["steps_per_s"]
     print(
-        f"steps/s: loop {platform['steps_per_s']:.2f}, fair Trainer {trainer['steps_per_s']:.2f}: "
-        f"loop / Trainer {ratio:.2f}x ({args.model}, {args.device}, batch {args.batch_size}, {args.steps} steps, "
+        f"steps/s: platform {platform['steps_per_s']:.2f}, bare fair Trainer {trainer['steps_per_s']:.2f}: "
+        f"platform / Trainer {ratio:.2f}x ({args.model}, {args.device}, batch {args.batch_size}, {args.steps} steps, "
         f"{args.classes} classes, {platform['threads']} threads, load {os.getloadavg()[0]:.1f}; "
-        f"keep the loop only at >= 1.3x: {'yes' if ratio >= 1.3 else 'no'})"
+        f"the platform's additions cost under 10%: {'yes' if ratio >= 0.9 else 'no'})"
     )
     with_setup = platform["samples_per_s"] / trainer["samples_per_s"]
     print(f"texts/s including tokenisation and set-up: {with_setup:.2f}x")
     if "trainer-plain" in results:
         plain = platform["steps_per_s"] / results["trainer-plain"]["steps_per_s"]
-        print(f"loop / Trainer as the examples run it (random order, default optimizer): {plain:.2f}x")
+        print(f"platform / Trainer as the examples run it (random order, default optimizer): {plain:.2f}x")
     summary = {"ratio": round(ratio, 3), "with_setup_ratio": round(with_setup, 3), "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

@@ -25,9 +25,9 @@ from tasks.model import encoders, steps
 from tasks.model.data import record_folds
 from tasks.model.devices import DistInfo
 from tasks.model.fits import RunSpec
-from tasks.model.loop import TrainConfig
 from tasks.model.options import default, parameter
 from tasks.model.registry import record_training_run
+from tasks.model.training import TrainConfig
 
 # Prefect 3's @flow takes no tags: the `gpu` tag is on the deployment (prefect.yaml), on the
 # fit-transformer task, and on CLI runs (`imtext train` runs the flow inside `tags("gpu")`).

@@ -17,7 +17,6 @@ from tasks.model.classifier import TINY_ROBERTA, predict_logits
 from tasks.model.data import TrainingData, fold_split
 from tasks.model.devices import DistInfo, device_name
 from tasks.model.evaluation import chunked_metrics, scoring_speed
-from tasks.model.loop import TrainConfig, TrainResult, param_groups, train_classifier
 from tasks.model.registry import (
     model_id_for,
     read_complete,
@@ -26,6 +25,7 @@ from tasks.model.registry import (
     utc_now,
     write_complete,
 )
+from tasks.model.training import TrainConfig, TrainResult, param_groups, train_classifier
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tasks.model.loop import TrainResult
+    from tasks.model.training import TrainResult
 
 TRAINING_FILE = "training.json"  # written last into a model folder: its presence means "complete"
 

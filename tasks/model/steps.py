@@ -18,8 +18,8 @@ from tasks.model import encoders
 from tasks.model.data import TrainingData, class_balance, prepare_training_data
 from tasks.model.devices import DistInfo, device_name
 from tasks.model.fits import RunSpec, fit_baseline_fold, fit_transformer_fold
-from tasks.model.loop import TrainResult
 from tasks.model.registry import record_history, register_models
+from tasks.model.training import TrainResult
 from tasks.report.training import summary_by_kind
 
 fit_transformer_task = task(name="fit-transformer", tags=["gpu"], cache_policy=NO_CACHE)(fit_transformer_fold)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from tasks.model.loop import TrainResult
+    from tasks.model.training import TrainResult
 
 
 def metrics_table(rows: list[dict]) -> list[dict]:

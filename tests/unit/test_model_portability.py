@@ -28,7 +28,7 @@ from tasks.model.classifier import (
 )
 from tasks.model.data import TrainingData
 from tasks.model.fits import RunSpec, fit_baseline_fold, fit_transformer_fold
-from tasks.model.loop import TrainConfig
+from tasks.model.training import TrainConfig
 from tests.unit.test_classifier import one_torch_thread  # noqa: F401 - autouse fixture
 from tests.unit.test_training import CLASS_WORDS, synthetic_texts
 

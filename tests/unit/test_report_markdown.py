@@ -91,7 +91,7 @@ def test_curation_report_markdown_has_the_figures_and_charts_escaped():
 
 
 def test_training_report_markdown_has_metrics_and_curves():
-    from tasks.model.loop import TrainResult
+    from tasks.model.training import TrainResult
 
     def row(fold, kind, top1):
         return {

@@ -20,7 +20,7 @@ from tasks.model.classifier import (
 )
 from tasks.model.data import class_balance, fold_split, prepare_training_data
 from tasks.model.evaluation import classification_metrics
-from tasks.model.loop import TrainConfig, length_grouped_batches, train_classifier
+from tasks.model.training import TrainConfig, length_grouped_batches, train_classifier
 from tests.unit.test_classifier import one_torch_thread  # noqa: F401 - autouse fixture
 
 # Four real ImageNet classes with the words their texts use.
@@ -298,3 +298,57 @@ def test_chunked_metrics_equal_the_metrics_of_all_logits_at_once():
     for key in whole:
         assert got[key] == pytest.approx(whole[key], rel=1e-6)
     assert chunked_metrics(logits_of, [], []) == dict.fromkeys(whole)
+
+
+def test_trainer_reads_the_length_grouped_batches_of_each_epoch(data):
+    """The Trainer's data loader hands the model exactly the batches `length_grouped_batches` draws."""
+    from tasks.model.classifier import encode
+
+    texts, y, _, _ = _fold0(data)
+    model, tok, _ = build_classifier(TINY_ROBERTA, data.labels, corpus=texts, max_length=32, seed=0)
+    seen = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(sorted(kwargs["attention_mask"].sum(1).tolist())),
+        with_kwargs=True,
+    )
+    config = TrainConfig(epochs=2, batch_size=6, max_length=32, length_group=2, eval_max_samples=None)
+    train_classifier(model, tok, texts, y, config=config)
+    lengths = encode(tok, texts, 32).lengths
+    expected = [
+        sorted(lengths[b].tolist())
+        for epoch in (0, 1)
+        for b in length_grouped_batches(lengths, 6, seed=config.seed, epoch=epoch, group=2)
+    ]
+    assert seen == expected  # both epochs, in order, and the short batch last in each
+    per_epoch = len(seen) // 2
+    assert len(texts) % 6 and len(seen[per_epoch - 1]) == len(texts) % 6  # a short batch, and it came last
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(data):
+    texts, y, held_texts, held_y = _fold0(data)
+    model, tok, _ = build_classifier(TINY_ROBERTA, data.labels, corpus=texts, max_length=32, seed=0)
+    # No learning: every evaluation equals the first, so the first stays best and patience 1 stops at 2.
+    config = TrainConfig(
+        epochs=5,
+        batch_size=8,
+        max_length=32,
+        learning_rate=0.0,
+        head_learning_rate=0.0,
+        early_stopping_patience=1,
+    )
+    result = train_classifier(model, tok, texts, y, held_texts, held_y, config)
+    assert result.stopped_early and len(result.evals) == 2 and result.best_epoch == 1
+    assert result.steps == 2 * 8 and result.epochs_run == 2.0
+
+
+def test_a_checkpoint_of_another_schedule_is_not_resumed(data, tmp_path):
+    _train(data, checkpoint_dir=tmp_path / "ckpt")
+    assert any((tmp_path / "ckpt").glob("checkpoint-*"))
+    texts, y, held_texts, held_y = _fold0(data)
+    model, tok, _ = build_classifier(TINY_ROBERTA, data.labels, corpus=texts, max_length=32, seed=0)
+    other = TrainConfig(**{**CONFIG.__dict__, "batch_size": 4})
+    result = train_classifier(
+        model, tok, texts, y, held_texts, held_y, other, checkpoint_dir=tmp_path / "ckpt"
+    )
+    assert result.resumed_from_step is None and result.steps == 4 * 16  # 64 texts in batches of 4
+    assert result.loss_curve[0]["step"] == 2
