@@ -100,6 +100,10 @@ def is_transient(exc: BaseException) -> bool:
     return any(marker in text for marker in _TRANSIENT)
 
 
+# (catalog, data path) of warehouses found moved in this process: they attach with OVERRIDE_DATA_PATH.
+_MOVED: set[tuple[str, str]] = set()
+
+
 @dataclass
 class Warehouse:
     """A DuckLake warehouse named by its catalog (`sqlite:PATH` or `postgres:DSN`) and data path."""
@@ -160,6 +164,9 @@ class Warehouse:
         # The catalog string and data path are configuration, not user data; DuckDB's ATTACH takes
         # no bound parameters, so quote them as SQL string literals.
         options = [f"DATA_PATH {_literal(self.data_path)}"]
+        moved = (self.catalog, self.data_path) in _MOVED
+        if moved:  # known from an earlier connection: attach at the new place straight away
+            options.append("OVERRIDE_DATA_PATH TRUE")
         if read_only:
             options.append("READ_ONLY")
         attach = f"ATTACH {_literal('ducklake:' + self.catalog)} AS {ALIAS} ({', '.join(options)})"
@@ -169,8 +176,16 @@ class Warehouse:
                     con.execute(attach)
                 break
             except duckdb.Error as exc:
-                if self.follows_home and "does not match existing data path" in str(exc) and attempt < 7:
+                if (
+                    self.follows_home
+                    and not moved
+                    and "does not match existing data path" in str(exc)
+                    and attempt < 7
+                ):
+                    # Said once per process, not on every connection.
                     log.warning("the warehouse moved: its data files are now read from %s", self.data_path)
+                    _MOVED.add((self.catalog, self.data_path))
+                    moved = True
                     options.append("OVERRIDE_DATA_PATH TRUE")
                     attach = (
                         f"ATTACH {_literal('ducklake:' + self.catalog)} AS {ALIAS} ({', '.join(options)})"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 
-def test_a_copied_home_opens_and_reads_its_own_data(tmp_path, monkeypatch):
+def test_a_copied_home_opens_and_reads_its_own_data(tmp_path, monkeypatch, caplog):
     from flows.settings import load_settings
     from warehouse.db import Warehouse, WarehouseError
 
@@ -26,6 +26,11 @@ def test_a_copied_home_opens_and_reads_its_own_data(tmp_path, monkeypatch):
     moved.write(lambda c: c.execute("INSERT INTO notes VALUES ('added')"))
     assert moved.reader().execute("SELECT count(*) FROM notes").fetchone() == (2,)
     moved.close()
+    again = Warehouse.from_settings(load_settings())
+    assert again.reader().execute("SELECT count(*) FROM notes").fetchone() == (2,)
+    again.close()
+    # the move is said once, not on every connection
+    assert sum("the warehouse moved" in r.getMessage() for r in caplog.records) == 1
 
     # an explicitly configured data path that disagrees with the catalog is an error, not a guess
     monkeypatch.setenv("IMTEXT_WAREHOUSE_DATA", str(tmp_path / "elsewhere") + "/")
