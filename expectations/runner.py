@@ -2,7 +2,9 @@
 checks, turn its results into `validation_results` rows, build Data Docs, write a summary.
 
 Great Expectations runs in an ephemeral (in-memory) context with no analytics and no progress
-bars; the only files it writes are the Data Docs, under the folder it is given.
+bars; the only files it writes are the Data Docs, under the folder it is given. Importing this
+module loads neither Great Expectations nor pandas: a run that reuses every earlier outcome
+(`expectations.reuse`) never needs them.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from expectations import SUITE_NAMES
-from expectations.base import Suite
 from tasks.common.errors import InputError
 from tasks.report.markdown import format_value
-from warehouse.db import load_query
+from warehouse.db import arrow_views, load_query
+
+if TYPE_CHECKING:  # Great Expectations and pandas load only when a suite is evaluated
+    import pandas as pd
+
+    from expectations.base import Suite
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,11 @@ class Outcome:
 
 @dataclass
 class SuiteRun:
-    """One suite over one frame: its outcomes, or why it was skipped."""
+    """One suite over one frame: its outcomes, or why it was skipped.
+
+    A reused run was not evaluated again: `reused_from` is the earlier run whose outcomes (stored
+    under that run's id) still hold, evaluated at `snapshot`, and nothing it read changed since.
+    """
 
     suite: str
     rows: int
@@ -65,6 +74,8 @@ class SuiteRun:
     skipped: str | None = None
     validated_at: dt.datetime | None = None
     seconds: float = 0.0
+    reused_from: str | None = None
+    snapshot: int | None = None
 
 
 @dataclass
@@ -92,8 +103,12 @@ class Report:
     def success(self) -> bool:
         return not self.failed_blocking
 
+    @property
+    def reused(self) -> list[str]:
+        return [r.suite for r in self.runs if r.reused_from]
+
     def summary(self) -> dict[str, Any]:
-        """The small dict a flow returns."""
+        """The small dict a flow returns; a reused suite names the run and snapshot its outcome is from."""
         return {
             "success": self.success,
             "failed_blocking": self.failed_blocking,
@@ -101,32 +116,42 @@ class Report:
             "snapshot": self.snapshot,
             "run_id": self.run_id,
             "data_docs": self.data_docs,
-            "suites": {
-                r.suite: (
-                    {"skipped": r.skipped}
-                    if r.skipped
-                    else {
-                        "rows": r.rows,
-                        "expectations": len(r.outcomes),
-                        "failed": sum(not o.success for o in r.outcomes),
-                        "seconds": round(r.seconds, 2),
-                    }
-                )
-                for r in self.runs
-            },
+            "reused": self.reused,
+            "suites": {r.suite: _suite_summary(r) for r in self.runs},
         }
 
 
+def _suite_summary(run: SuiteRun) -> dict[str, Any]:
+    info: dict[str, Any] = (
+        {"skipped": run.skipped}
+        if run.skipped
+        else {
+            "rows": run.rows,
+            "expectations": len(run.outcomes),
+            "failed": sum(not o.success for o in run.outcomes),
+            "seconds": round(run.seconds, 2),
+        }
+    )
+    if run.reused_from:
+        info |= {"reused": run.reused_from, "validated_snapshot": run.snapshot}
+    return info
+
+
 # -- suites --------------------------------------------------------------------------------------
-def suites(names: list[str] | str | None = None) -> list[Suite]:
-    """The suites named (all of them when None), in run order; an unknown name is an InputError."""
+def suite_names(names: list[str] | str | None = None) -> list[str]:
+    """The names of the suites named (all of them when None), in run order; an unknown name is an InputError."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     wanted = list(SUITE_NAMES) if not names else names
     unknown = [n for n in wanted if n not in SUITE_NAMES]
     if unknown:
         raise InputError(f"unknown suite {', '.join(unknown)}: choose from {', '.join(SUITE_NAMES)}")
-    return [importlib.import_module(f"expectations.{n}").SUITE for n in SUITE_NAMES if n in wanted]
+    return [n for n in SUITE_NAMES if n in wanted]
+
+
+def suites(names: list[str] | str | None = None) -> list[Suite]:
+    """The suites named (all of them when None), in run order; an unknown name is an InputError."""
+    return [importlib.import_module(f"expectations.{n}").SUITE for n in suite_names(names)]
 
 
 # -- Great Expectations context -------------------------------------------------------------------
@@ -179,6 +204,8 @@ def read_frame(con, suite: Suite, snapshot: int) -> pd.DataFrame:
 
     A suite that is skipped while its table is empty gets an empty frame without running its query.
     """
+    import pandas as pd
+
     if suite.skip_when_empty and table_is_empty(con, suite.table, snapshot):
         return pd.DataFrame()
     table = con.execute(load_query(suite.query), {"snapshot": snapshot}).to_arrow_table()
@@ -311,7 +338,7 @@ def validate(
 
 # -- storing --------------------------------------------------------------------------------------
 def results_table(report: Report) -> pa.Table:
-    """The rows of `validation_results` for a report."""
+    """The rows of `validation_results` for a report: the outcomes it evaluated (reused ones are stored)."""
     rows = [
         {
             "run_id": report.run_id,
@@ -326,6 +353,7 @@ def results_table(report: Report) -> pa.Table:
             "validated_at": run.validated_at,
         }
         for run in report.runs
+        if not run.reused_from
         for o in run.outcomes
     ]
     schema = pa.schema(
@@ -345,19 +373,63 @@ def results_table(report: Report) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def runs_table(report: Report, recorded_at: dt.datetime | None = None) -> pa.Table:
+    """The rows of `validation_runs` for a report: which snapshot each suite was checked at, and by
+    which suite definition, whether it was evaluated or its earlier outcome reused."""
+    from expectations.reuse import definition
+
+    recorded_at = recorded_at or dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "run_id": report.run_id,
+            "suite": run.suite,
+            "snapshot": report.snapshot,
+            "definition": definition(run.suite),
+            "source": "reused" if run.reused_from else "validated",
+            "outcome_run": run.reused_from or report.run_id,
+            "outcome_snapshot": run.snapshot if run.reused_from else report.snapshot,
+            "skipped": run.skipped,
+            "rows": run.rows,
+            "seconds": run.seconds,
+            "validated_at": run.validated_at,
+            "recorded_at": recorded_at,
+        }
+        for run in report.runs
+    ]
+    schema = pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("suite", pa.string()),
+            ("snapshot", pa.int64()),
+            ("definition", pa.string()),
+            ("source", pa.string()),
+            ("outcome_run", pa.string()),
+            ("outcome_snapshot", pa.int64()),
+            ("skipped", pa.string()),
+            ("rows", pa.int64()),
+            ("seconds", pa.float64()),
+            ("validated_at", pa.timestamp("us", tz="UTC")),
+            ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 def store(wh, report: Report) -> int:
-    """Insert the report's outcomes into `validation_results` (anti-join on run, suite, expectation)."""
-    table = results_table(report)
-    if table.num_rows == 0:
+    """Store a report in one snapshot: the outcomes it evaluated into `validation_results`, and one
+    `validation_runs` row per suite (both anti-joined on run and suite, so a retry adds nothing).
+    Returns the `validation_results` rows added."""
+    results, runs = results_table(report), runs_table(report)
+    if runs.num_rows == 0:
         return 0
     sql = load_query("validate_insert_results")
+    runs_sql = load_query("validate_insert_runs")
 
     def insert(con) -> int:
-        con.register("validation_batch", table)
-        try:
-            return con.execute(sql).fetchone()[0]
-        finally:
-            con.unregister("validation_batch")
+        with arrow_views(con, validation_batch=results, validation_runs_batch=runs):
+            added = con.execute(sql).fetchone()[0] if results.num_rows else 0
+            con.execute(runs_sql)
+        return added
 
     return wh.write(insert)
 
@@ -388,13 +460,16 @@ def summary_markdown(report: Report) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for run in report.runs:
+        name = (
+            f"{run.suite} (unchanged: outcome of snapshot {run.snapshot})" if run.reused_from else run.suite
+        )
         if run.skipped:
-            lines.append(f"| {run.suite} | {run.rows} | skipped: {run.skipped} | | | |")
+            lines.append(f"| {name} | {run.rows} | skipped: {run.skipped} | | | |")
             continue
         blocking = sum(o.blocking and not o.success for o in run.outcomes)
         warnings = sum(not o.blocking and not o.success for o in run.outcomes)
         lines.append(
-            f"| {run.suite} | {run.rows:,} | {len(run.outcomes)} | {blocking} | {warnings} | {run.seconds:.2f} |"
+            f"| {name} | {run.rows:,} | {len(run.outcomes)} | {blocking} | {warnings} | {run.seconds:.2f} |"
         )
     failed = [o for o in report.outcomes if not o.success]
     if failed:
@@ -418,10 +493,15 @@ def summary_markdown(report: Report) -> str:
             lines.append(f"| `{o.key}` | {kind} | {count} | {sample_text} |")
     if report.data_docs:
         lines += ["", f"Data Docs: `{report.data_docs}`"]
+    if report.reused:
+        lines += [
+            "",
+            f"Not evaluated again (nothing they read changed): {', '.join(report.reused)}; their outcomes "
+            "are stored under the run that evaluated them, see `validation_runs`.",
+        ]
     lines += [
         "",
-        "Every outcome: `imtext sql \"SELECT * FROM validation_results WHERE run_id = '"
-        + report.run_id
-        + "'\"`",
+        'Every outcome: `imtext sql "SELECT * FROM validation_latest"`; this run\'s: '
+        "`imtext sql \"SELECT * FROM validation_runs WHERE run_id = '" + report.run_id + "'\"`",
     ]
     return "\n".join(lines) + "\n"

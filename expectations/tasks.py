@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from expectations import runner
-from expectations.base import Suite
+from expectations import reuse, runner
 from tasks.common.retrying import RETRY
+
+if TYPE_CHECKING:  # Great Expectations loads only when a suite is evaluated
+    from expectations.base import Suite
 
 
 @task(name="validate-suite", task_run_name="validate-{suite.name}", cache_policy=NO_CACHE)
@@ -19,9 +22,16 @@ def validate_suite_task(con, context, suite: Suite, snapshot: int, run_id: str) 
     return runner.run_suite(context, suite, frame, run_id)
 
 
+@task(name="find-reusable-outcomes", cache_policy=NO_CACHE)
+def reusable_task(con, names: list[str], snapshot: int) -> dict[str, runner.SuiteRun]:
+    """The suites whose latest outcome still holds: same definition, nothing they read changed since."""
+    return reuse.reusable(con, names, snapshot)
+
+
 @task(name="store-validation-results", cache_policy=NO_CACHE, **RETRY)
 def store_results_task(wh, report: runner.Report) -> int:
-    """Insert every outcome into `validation_results` (repeat-safe); returns the rows added."""
+    """Insert the outcomes evaluated into `validation_results` and a `validation_runs` row per suite
+    (repeat-safe); returns the `validation_results` rows added."""
     return runner.store(wh, report)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -12,7 +13,14 @@ from pydantic import Field
 from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks.export import options as export_options
 from tasks.export.read import read_curated_task
-from tasks.export.target import CARD, MANIFEST, check_target, record_export, write_export_task
+from tasks.export.target import (
+    CARD,
+    MANIFEST,
+    check_target,
+    record_export,
+    unchanged_export_task,
+    write_export_task,
+)
 
 
 @flow(name="export", **FLOW_RETRY)
@@ -38,8 +46,20 @@ def export_flow(
     only_with_text: Annotated[
         bool, Field(description="export only the images with at least one kept text")
     ] = False,
+    force: Annotated[
+        bool,
+        Field(
+            description="write the export again even when the one in the folder is of the same options and "
+            "nothing it reads changed since"
+        ),
+    ] = False,
 ) -> dict:
-    """Export the curated dataset with a dataset card and a manifest naming the snapshot, models and policy."""
+    """Export the curated dataset with a dataset card and a manifest naming the snapshot, models and policy.
+
+    An export already in the folder, of the same format and options, whose files are all there and
+    whose tables are unchanged since the snapshot its manifest names, is kept as it is (`force`
+    writes it again).
+    """
     from flows.runtime import Progress, open_warehouse, run_id
     from flows.settings import load_settings
     from tasks.common.errors import InputError
@@ -55,9 +75,16 @@ def export_flow(
     try:
         reader = wh.reader()
         try:
+            kept, why = (None, "--force") if force else unchanged_export_task(reader, target, format, options)
+            if kept is not None:
+                logger.info(
+                    "export in %s unchanged (%s): kept as it is; --force writes it again", target, why
+                )
+                return unchanged_summary(kept, rid, target)
             data = read_curated_task(reader, only_with_text)
         finally:
             reader.close()
+        logger.info("writing the export in %s: %s", target, why)
         progress = Progress(data.images.height, f"exporting {format}")
         result = write_export_task(data, format, target, options, rid, on_sample=progress.advance)
         progress.close()
@@ -99,4 +126,29 @@ def export_flow(
         "seed": seed,
         "manifest": str(result.out / MANIFEST),
         "card": str(result.out / CARD),
+        "unchanged": False,
+    }
+
+
+def unchanged_summary(manifest: dict, rid: str, out: str) -> dict:
+    """The flow's summary of an export kept as it was: the figures its manifest records."""
+    counts = manifest.get("counts", {})
+    folder = Path(out)
+    return {
+        "run_id": rid,
+        "format": manifest["format"],
+        "out": out,
+        "images": counts.get("images", 0),
+        "texts": counts.get("texts", 0),
+        "classes": counts.get("classes", 0),
+        "splits": manifest.get("splits", {}),
+        "files": counts.get("files", len(manifest.get("files", []))),
+        "unreadable_images": counts.get("unreadable_images", 0),
+        "snapshot": manifest["warehouse_snapshot"],
+        "curation_run": manifest.get("curation", {}).get("run_id"),
+        "seed": manifest.get("seed"),
+        "manifest": str(folder / MANIFEST),
+        "card": str(folder / CARD),
+        "unchanged": True,
+        "export_run": manifest.get("export_run_id"),
     }

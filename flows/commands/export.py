@@ -65,6 +65,12 @@ def export(
         "--only-with-text/--all-images",
         help="export only the images with at least one kept text, or all images",
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="write the export again; by default an export in --out of the same options whose tables are "
+        "unchanged since it was written is kept as it is",
+    ),
 ) -> None:
     """Write images, labels, class descriptions and the kept image texts, with a dataset card and manifest."""
     prefect_env()  # before tasks.export imports Prefect
@@ -79,7 +85,13 @@ def export(
         shard_max_mb=shard_max_mb,
         seed=seed,
         only_with_text=only_with_text,
+        force=force,
     )
+    if summary["unchanged"]:
+        typer.echo(
+            f"unchanged since warehouse snapshot {summary['snapshot']}: the export in {summary['out']} is kept "
+            "as it is (--force writes it again)"
+        )
     splits = ", ".join(f"{s} {i['images']:,}" for s, i in summary["splits"].items())
     typer.echo(
         f"exported {summary['images']:,} images ({splits}), {summary['texts']:,} kept texts, "

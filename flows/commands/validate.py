@@ -15,23 +15,32 @@ def validate(
         help="classes, images, class_texts, image_texts, text_scores or models (comma-separated for "
         "several); every suite when left out",
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="evaluate every suite again; by default a suite whose tables and definition are unchanged since "
+        "its last validation keeps that outcome (a failure stays a failure)",
+    ),
 ) -> None:
     """Validate the warehouse with Great Expectations; exit code 1 when a blocking expectation fails."""
     prefect_env()
-    from expectations.runner import suites
+    from expectations.runner import suite_names
 
-    suites(suite)  # an unknown suite is reported (exit 2) before Prefect starts
+    suite_names(suite)  # an unknown suite is reported (exit 2) before Prefect starts
     from flows.validate import validate_flow
 
-    summary = run_flow(validate_flow, suite=suite)
+    summary = run_flow(validate_flow, suite=suite, force=force)
     for name, info in summary["suites"].items():
         if "skipped" in info:
-            typer.echo(f"{name:<12} skipped ({info['skipped']})")
+            line = f"{name:<12} skipped ({info['skipped']})"
         else:
-            typer.echo(
+            line = (
                 f"{name:<12} {info['rows']:>10,} rows  {info['expectations']:>3} expectations  "
                 f"{info['failed']:>3} failed"
             )
+        if "reused" in info:
+            line += f"  (unchanged since snapshot {info['validated_snapshot']}: outcome reused)"
+        typer.echo(line)
     for key in summary["failed_warnings"]:
         typer.echo(f"warning: {key}")
     for key in summary["failed_blocking"]:

@@ -11,7 +11,9 @@ split the samples are in a shuffled order fixed by a recorded seed, the same ord
 
 The export is written into a temporary folder beside `--out` and swapped into place with renames at
 the end, so a failed export leaves the previous one untouched. Only a folder an earlier imtext export
-wrote (its manifest says so and it holds nothing the manifest does not list) is ever replaced.
+wrote (its manifest says so and it holds nothing the manifest does not list) is ever replaced, and
+it is kept as it is when it has the same format and options, its files are all there and no table
+the export reads changed since the snapshot its manifest names (`--force` writes it again).
 
 Modules: `options` (formats, splits and the shard bounds of a run), `read` (the curated rows at one
 snapshot), `samples` (the sample schema and the samples of a split, in order), `shards` (tar and

@@ -41,6 +41,26 @@ class CuratedData:
         ]
 
 
+# Every query an export reads the warehouse with (`read_curated`): what it depends on.
+QUERIES = (
+    "export_snapshot",
+    "curate_export_curation",
+    "curate_export_images",
+    "curate_export_texts",
+    "curate_export_class_texts",
+    "export_classes",
+    "export_scorers",
+)
+
+
+def tables_read(con) -> frozenset[str]:
+    """The warehouse tables and views an export reads (views with the tables they read)."""
+    from warehouse.changes import tables_read as read_by
+    from warehouse.db import load_query
+
+    return read_by(con, *(load_query(q) for q in QUERIES))
+
+
 def latest_curation(con) -> dict | None:
     """The latest finished curation run (with its scorer ids), or None when none has finished."""
     from warehouse.db import load_query

@@ -1,6 +1,6 @@
 """Writing an export into its folder: staged beside it, with the card and the manifest, then swapped
 into place, so a failed export leaves the previous one untouched. Only a folder an earlier imtext
-export wrote is ever replaced."""
+export wrote is ever replaced, and not at all while nothing it was written from changed."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tasks.common.errors import InputError
 from tasks.export.card import dataset_card
 from tasks.export.formats import WRITERS, ExportResult, file_entry
 from tasks.export.options import FORMATS, Options
-from tasks.export.read import CuratedData
+from tasks.export.read import CuratedData, tables_read
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -138,11 +138,7 @@ def export_dataset(
                 "unreadable_images": len(data.unreadable),
             },
             "unreadable_images": data.unreadable[:100],
-            "options": {
-                "shard_size": options.shard_size,
-                "shard_max_bytes": options.shard_max_bytes,
-                "only_with_text": options.only_with_text,
-            },
+            "options": _options_entry(options),
             "files": result.files,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
@@ -154,6 +150,50 @@ def export_dataset(
     return result
 
 
+def unchanged_export(con, out: str | Path, format: str, options: Options) -> tuple[dict | None, str]:
+    """The manifest of the export in `out` when writing it again would change nothing, else None; and why.
+
+    It would change nothing when it is an export in `format` with the same options, every file its
+    manifest lists is there with its size, and no snapshot after the one it was read at changed a
+    table the export reads (the catalog's snapshot log says so; no table data is read).
+    """
+    from warehouse.changes import changed_since
+
+    folder = Path(out)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None, f"no {MANIFEST} in {folder}"
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+        return None, f"{MANIFEST} was not written by imtext"
+    if manifest.get("manifest_version") != MANIFEST_VERSION or manifest.get("format") != format:
+        return (
+            None,
+            f"the export there is {manifest.get('format')}, manifest {manifest.get('manifest_version')}",
+        )
+    if manifest.get("seed") != options.seed or manifest.get("options") != _options_entry(options):
+        return None, "it was written with other options"
+    for entry in manifest.get("files") or []:
+        path = folder / str(entry.get("path"))
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != entry.get("bytes"):
+            return None, f"{entry.get('path')} is missing or has another size"
+    snapshot = manifest.get("warehouse_snapshot")
+    if not isinstance(snapshot, int):
+        return None, "its manifest names no warehouse snapshot"
+    changed = changed_since(con, tables_read(con), snapshot)
+    if changed:
+        return None, f"{', '.join(sorted(changed))} changed since snapshot {snapshot}"
+    return manifest, f"nothing it reads changed since snapshot {snapshot}"
+
+
+def _options_entry(options: Options) -> dict:
+    return {
+        "shard_size": options.shard_size,
+        "shard_max_bytes": options.shard_max_bytes,
+        "only_with_text": options.only_with_text,
+    }
+
+
 def record_export(wh, row: dict) -> int:
     """One `exports` row for a finished export (anti-joined on run_id)."""
     from warehouse.db import load_query
@@ -162,6 +202,12 @@ def record_export(wh, row: dict) -> int:
 
 
 # -- Prefect tasks (thin wrappers the export flow calls) ------------------------------------------
+
+
+@task(name="check-unchanged-export", cache_policy=NO_CACHE)
+def unchanged_export_task(con, out: str, format: str, options: Options) -> tuple[dict | None, str]:
+    """The manifest of the export in `out` when nothing it reads changed since it was written, and why (not)."""
+    return unchanged_export(con, out, format, options)
 
 
 @task(name="write-export", cache_policy=NO_CACHE)
