@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from dataclasses import asdict
 from typing import Annotated
 
 from prefect import flow, get_run_logger
 
 from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks.common.errors import InputError
-from tasks.model import encoders, steps
+from tasks.model import encoders, kept, steps
 from tasks.model.data import record_folds
 from tasks.model.devices import DistInfo
 from tasks.model.fits import RunSpec
@@ -85,8 +86,29 @@ def train_flow(
             seed=seed,
         )
         spec = RunSpec(base_model, folds, config, rid, settings.models_dir, max_train_samples, resume)
-        data, balance = steps.training_data(wh.con, wh.current_snapshot(), spec, logger)
         launched = transformer and processes > 1 and dist.world == 1
+        request = kept.request_fingerprint(
+            {
+                "base_model": base_model,
+                "folds": folds,
+                "config": asdict(config),
+                "max_train_samples": max_train_samples,
+                "baseline": baseline,
+                "transformer": transformer,
+                "encoder": encoder,
+                "world": processes if launched else dist.world,
+            }
+        )
+        if resume and dist.world == 1 and (previous := kept.kept_run(wh.con, request)) is not None:
+            logger.info(
+                "nothing to train: the options and texts of run %s (snapshot %d) are unchanged; "
+                "its %d models are kept (--no-resume trains again)",
+                previous["run_id"],
+                previous["snapshot"],
+                len(previous["models"]),
+            )
+            return previous
+        data, balance = steps.training_data(wh.con, wh.current_snapshot(), spec, logger)
         run = steps.run_row(
             spec,
             data,
@@ -97,6 +119,7 @@ def train_flow(
             transformer=transformer,
             world=processes if launched else dist.world,
         )
+        run["params"]["request"] = request
         if dist.is_main:
             record_training_run(wh, run)
             record_folds(wh, rid, data.image_folds)

@@ -75,8 +75,13 @@ def preflight(base_model: str, allow_invalid: bool, transformer: bool = True) ->
 
 def echo_summary(summary: dict) -> None:
     """What a person reads after `imtext train` (and the demo)."""
+    if summary.get("unchanged"):
+        typer.echo(
+            f"unchanged: the options and texts of run {summary['run_id']} (snapshot {summary['snapshot']}) "
+            f"are the same; its {len(summary['models'])} models are kept (--no-resume trains again)"
+        )
     typer.echo(
-        f"trained {len(summary['models'])} models on snapshot {summary['snapshot']}: {summary['classes']:,} classes, "
+        f"{'kept' if summary.get('unchanged') else 'trained'} {len(summary['models'])} models on snapshot {summary['snapshot']}: {summary['classes']:,} classes, "
         f"{summary['image_texts']:,} image texts + {summary['class_texts']:,} class texts "
         f"({summary['junk_excluded']:,} junk-marked left out), {summary['folds']} folds, {summary['device']}"
     )

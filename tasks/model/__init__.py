@@ -24,7 +24,8 @@ on `Trainer`), `devices` (this process's place in a multi-process launch), `eval
 measures and scoring speed), `registry` (model ids, finished model folders, the `models`,
 `training_history` and `training_runs` rows), `fits` (one model per fold: the transformer and the
 baseline), `steps` (the train flow's steps and its Prefect tasks), `folds` (cross-fitting folds: images
-sharing a pasted description share a fold), `classifier` (building, saving, loading and running the
+sharing a pasted description share a fold), `kept` (a repeated run with nothing
+changed keeps the last one), `classifier` (building, saving, loading and running the
 transformer classifier), `modeling_mean_pooled` (the mean-pooled head; imports nothing from imtext, as
 it is copied beside the weights so plain transformers loads a saved model), `baseline` (the TF-IDF +
 linear SVM baseline, pickled with joblib), `encoders` (the frozen-encoder and class-similarity
