@@ -12,7 +12,7 @@ from pydantic import Field
 from flows import artifacts, runners
 from flows.runtime import FLOW_RETRY, final_on_user_error
 from tasks.common.errors import InputError
-from tasks.curate import store
+from tasks.curate import reuse, store
 from tasks.curate.calibration import ensemble_rows, held_out_task, needs_calibration, restore_calibration
 from tasks.curate.decisions import apply_policy, per_class_stats, policy_from
 from tasks.curate.labels import load_labels, tune_policy
@@ -76,8 +76,20 @@ def curate_flow(
         str | None, Field(description="torch device for the transformer (default: cuda if present)")
     ] = None,
     task_runner: Annotated[str | None, Field(description="for scoring: " + runners.TASK_RUNNER_HELP)] = None,
+    force: Annotated[
+        bool,
+        Field(
+            description="curate again even when nothing it depends on (tables, options, models, code) changed "
+            "since the last curation"
+        ),
+    ] = False,
 ) -> dict:
-    """Score every image text with a model that never saw it, store keep/drop decisions, write the report."""
+    """Score every image text with a model that never saw it, store keep/drop decisions, write the report.
+
+    When nothing curate depends on changed since the latest curation (the tables it reads, the options
+    and models, the code), that curation's outcome stands: nothing is scored, decided or written but
+    a `curation_checks` row, and the summary says `unchanged` (`force` curates again).
+    """
     from flows.runtime import open_warehouse, run_id
     from flows.settings import load_settings
 
@@ -92,9 +104,25 @@ def curate_flow(
     wh = open_warehouse(settings)
     try:
         con = wh.con
+        start = wh.current_snapshot()  # before the first read: a change after it is seen at the end
         plan = plan_scoring(read_models(con), scorer, training_run)
         logger.info("scorer %s from training run %s: %s", plan.scorer, plan.training_run, plan.reason)
         snapshot = wh.current_snapshot()
+        options = {
+            "min_p_true": min_p_true,
+            "top_k": top_k,
+            "junk_min_p_true": junk_min_p_true,
+            "target_precision": target_precision,
+            "scorer": scorer,
+            "training_run": training_run,
+            "masked_texts": masked_texts,
+            "policy": policy.to_json(),
+        }
+        fingerprint = reuse.definition(options, plan, labels)
+        previous, why = (None, "--force") if force else reuse.reusable_task(con, fingerprint)
+        if previous is not None:
+            return _unchanged(wh, previous, rid, snapshot, fingerprint, why)
+        logger.info("curating: %s", why)
         texts = store.read_texts(con, plan.snapshot)
         if texts.is_empty():
             raise InputError("no image texts to score: run `imtext harvest images` first")
@@ -120,7 +148,9 @@ def curate_flow(
         summary["report"] = str(_write_report(summary, decided, per_class, curve, settings.reports_dir))
         row = run_row(summary, policy, policy_used, started, finished)
         summary["changed_decisions"] = store.persist_task(wh, decided, plan, policy, row)
+        summary["unchanged"] = False
         wh.compact()
+        _record(wh, summary, start, fingerprint)
         _publish(summary, decided, per_class, curve)
         logger.info(
             "kept %d and dropped %d of %d texts; report %s",
@@ -132,6 +162,50 @@ def curate_flow(
         return summary
     finally:
         wh.close()
+
+
+def _unchanged(wh, previous: reuse.Check, rid: str, snapshot: int, fingerprint: str, why: str) -> dict:
+    """Keep the latest curation's outcome: record the check, publish and return its figures."""
+    kept = previous.summary
+    reuse.record_check_task(
+        wh, reuse.check_row(rid, snapshot, fingerprint, "reused", previous.outcome_run, kept)
+    )
+    summary = kept | {
+        "run_id": rid,
+        "reused_from": previous.outcome_run,
+        "unchanged": True,
+        "unchanged_since": previous.snapshot,
+        "scored_now": 0,
+        "changed_decisions": 0,
+    }
+    artifacts.publish_summary(
+        "Curation",
+        headline(summary) | {"unchanged": True, "reused_from": previous.outcome_run},
+        key="curation-summary",
+    )
+    get_run_logger().info(
+        "%s: the decisions of curation run %s stand (kept %d and dropped %d of %d texts); "
+        "--force curates again",
+        why,
+        previous.outcome_run,
+        summary["kept"],
+        summary["dropped"],
+        summary["texts"],
+    )
+    return summary
+
+
+def _record(wh, summary: dict, start: int, fingerprint: str) -> None:
+    """Record the snapshot this curation's outcome holds at, for the next run to compare with."""
+    checked, changed = reuse.outcome_snapshot(wh.con, start)
+    if changed:
+        get_run_logger().info(
+            "%s changed while curating: the next run curates again", ", ".join(sorted(changed))
+        )
+    stored = {k: v for k, v in summary.items() if k != "changed_decisions"}
+    reuse.record_check_task(
+        wh, reuse.check_row(summary["run_id"], checked, fingerprint, "curated", summary["run_id"], stored)
+    )
 
 
 def _held_out(

@@ -65,6 +65,12 @@ def curate(
     task_runner: TaskRunnerName = typer.Option(
         None, "--task-runner", help="for scoring: " + TASK_RUNNER_HELP
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="curate again; by default, when nothing curate reads, no option, model or its code changed since "
+        "the latest curation, that curation's decisions stand",
+    ),
 ) -> None:
     """Score every image text with a model that never trained on it, keep or drop it, write a report."""
     preflight(scorer.value, training_run, labels)
@@ -80,6 +86,7 @@ def curate(
         "batch_size": batch_size,
         "masked_texts": masked_texts,
         "task_runner": task_runner.value if task_runner else None,
+        "force": force,
     }
     summary = run_flow(
         curate_flow, scorer=scorer.value, **{k: v for k, v in options.items() if v is not None}
@@ -107,6 +114,11 @@ def echo_summary(summary: dict) -> None:
     """A few lines a person reads after `imtext curate` (and the demo)."""
     total = summary["texts"] or 1
     policy = summary["policy"]
+    if summary.get("unchanged"):
+        typer.echo(
+            f"unchanged since warehouse snapshot {summary['unchanged_since']}: the decisions of curation run "
+            f"{summary['reused_from']} stand (--force curates again)"
+        )
     typer.echo(
         f"kept {summary['kept']:,} and dropped {summary['dropped']:,} of {summary['texts']:,} image texts "
         f"({100 * summary['kept'] / total:.1f}% kept; {summary['scored_now']:,} newly scored)"
