@@ -432,6 +432,8 @@ def train_classifier(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     use_bf16 = config.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     if device.type == "cuda":
+        # TF32 matmuls where the GPU has them (Trainer's tf32=True refuses GPUs older than Ampere).
+        torch.backends.cuda.matmul.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -470,7 +472,6 @@ def train_classifier(
         data_seed=config.seed,
         use_cpu=device.type == "cpu",
         bf16=use_bf16,
-        tf32=device.type == "cuda" or None,
         dataloader_num_workers=0,
         dataloader_pin_memory=device.type == "cuda",
         remove_unused_columns=False,
