@@ -4,8 +4,6 @@ a table it reads, a new definition or `--force` evaluates it again."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from typer.testing import CliRunner
 
@@ -38,21 +36,16 @@ def refuse_evaluation(monkeypatch) -> None:
 
 def test_a_second_run_over_unchanged_data_reuses_every_outcome(wh, settings, monkeypatch):
     seed(wh)
-    started = time.perf_counter()
     first = validate_flow()
-    first_s = time.perf_counter() - started
     assert first["reused"] == [] and first["success"]
     docs = settings.reports_dir / "data_docs" / "index.html"
     docs_mtime = docs.stat().st_mtime_ns
     results, runs = counts(wh)
 
     refuse_evaluation(monkeypatch)
-    started = time.perf_counter()
     again = validate_flow()
-    again_s = time.perf_counter() - started
 
     assert again["reused"] == ALL and again["success"]
-    assert again_s < first_s
     for name in ("classes", "images", "class_texts", "image_texts"):
         info, before = again["suites"][name], first["suites"][name]
         assert info["reused"] == first["run_id"] and info["validated_snapshot"] == first["snapshot"]
