@@ -492,12 +492,12 @@ def train_classifier(
     trainer.remove_callback(PrinterCallback)
     progress.trainer = trainer
     try:
-        output = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=resume_from)
     finally:
         if scratch is not None:
             scratch.cleanup()
     progress.tick()
-    return _result(trainer, progress, output, eval_texts, eval_y, len(eval_rows), resume_from)
+    return _result(trainer, progress, eval_texts, eval_y, len(eval_rows), resume_from)
 
 
 def _resumable_checkpoint(
@@ -523,9 +523,7 @@ def _resumable_checkpoint(
     return None
 
 
-def _result(
-    trainer, progress: _Progress, output, eval_texts, eval_y, sampled: int, resume_from
-) -> TrainResult:
+def _result(trainer, progress: _Progress, eval_texts, eval_y, sampled: int, resume_from) -> TrainResult:
     """The best epoch's weights back in the model, the whole held-out split scored, the curves."""
     model, config, device = progress.model, progress.config, progress.dist.device
     if progress.best_state is not None:
