@@ -14,8 +14,9 @@ import json
 import logging
 from pathlib import Path
 
+from tasks.model.devices import DistInfo
 from tasks.model.registry import read_complete
-from tasks.report.training import summary_by_kind
+from tasks.model.steps import training_summary
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +70,7 @@ def kept_run(con, request: str) -> dict | None:
             "models of run %s are gone (%s): training again", run_id, ", ".join(missing) or "none registered"
         )
         return None
-    balance = json.loads(data or "{}")
     devices = sorted({r["device"] for r in rows if r["params"].get("kind") == "transformer"})
-    return {
-        "run_id": run_id,
-        "snapshot": snapshot,
-        "base_model": base_model,
-        "folds": folds,
-        "models": [r["model_id"] for r in rows],
-        "held_out": summary_by_kind(rows),
-        "classes": balance.get("classes"),
-        "image_texts": balance.get("image_texts"),
-        "class_texts": balance.get("class_texts"),
-        "junk_excluded": balance.get("junk_excluded"),
-        "device": devices[0] if devices else "cpu",
-        "report": report,
-        "unchanged": True,
-    }
+    run = {"run_id": run_id, "snapshot": snapshot, "base_model": base_model, "folds": folds}
+    summary = training_summary(run, rows, json.loads(data or "{}"), DistInfo())
+    return summary | {"device": devices[0] if devices else "cpu", "report": report, "unchanged": True}
