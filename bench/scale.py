@@ -239,6 +239,14 @@ def run_stage(argv: list[str], env: dict[str, str], log: Path) -> dict:
     }
 
 
+def command_floor(env: dict[str, str], work: Path) -> float:
+    """A command's fixed cost without Prefect: the best of three `imtext sql "select 1"`."""
+    return min(
+        run_stage([sys.executable, "-m", "flows.cli", "sql", "select 1"], env, work / "floor.log")["wall_s"]
+        for _ in range(3)
+    )
+
+
 def count(env: dict[str, str], sql: str) -> int:
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "sql", sql, "--format", "json"],
@@ -362,12 +370,7 @@ def run_fraction(fraction: float, args) -> dict:
     print(f"{'total':<18}{total_wall:9.1f}{total_cpu:9.1f}{'':9}{peak:9.0f}")
     out = {"workload": meta, "stages": results}
     if args.rerun:
-        floor = min(
-            run_stage([sys.executable, "-m", "flows.cli", "sql", "select 1"], env, work / "floor.log")[
-                "wall_s"
-            ]
-            for _ in range(3)
-        )
+        floor = command_floor(env, work)
         first_total = sum(results[n]["wall_s"] for n in again)
         again_total = sum(a["wall_s"] for a in again.values())
         print(
@@ -387,10 +390,7 @@ def rerun_fraction(fraction: float, first: dict, args) -> dict:
     meta, results = first["workload"], first["stages"]
     work = args.work / f"f{fraction:g}"
     env = base_env(args.work / "prefect", work / "home")
-    floor = min(
-        run_stage([sys.executable, "-m", "flows.cli", "sql", "select 1"], env, work / "floor.log")["wall_s"]
-        for _ in range(3)
-    )
+    floor = command_floor(env, work)
     print(f"\nfraction {fraction:g}, re-run over unchanged data (goal: under 5% of the first run per stage)")
     print(
         f"{'stage':<18}{'first s':>9}{'again s':>9}{'share':>8}{'CPU s':>8}  (floor: imtext sql {floor:.1f} s)"
