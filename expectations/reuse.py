@@ -8,13 +8,12 @@ and a few stored rows, never a table's data, and imports neither Great Expectati
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from expectations.runner import Outcome, SuiteRun
+from tasks.common.fingerprint import source_fingerprint
 from warehouse.changes import changed_since, tables_read
 from warehouse.db import QUERY_DIR, load_query
 
@@ -35,20 +34,13 @@ def definition(suite: str) -> str:
     The suites are code, so their source is their definition; any edit to one of these files counts
     as a new definition, which at worst evaluates a suite once more than needed.
     """
-    digest = hashlib.sha256()
     files = (
         HERE / f"{suite}.py",
         HERE / "base.py",
         HERE / "runner.py",
         QUERY_DIR / f"{query_name(suite)}.sql",
     )
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    try:
-        digest.update(version("great_expectations").encode())
-    except PackageNotFoundError:
-        pass
-    return digest.hexdigest()[:32]
+    return source_fingerprint(files, ("great_expectations",))[:32]
 
 
 def reusable(con, names: list[str], snapshot: int) -> dict[str, SuiteRun]:

@@ -15,13 +15,13 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.common.fingerprint import source_fingerprint
 from tasks.curate.plan import ScoringPlan
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,7 @@ class Check:
 
 def code_fingerprint() -> str:
     """The curate code's source files and the versions of the packages it scores with."""
-    digest = hashlib.sha256()
-    for pattern in CODE:
-        for path in sorted(ROOT.glob(pattern)):
-            digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    for package in PACKAGES:
-        try:
-            digest.update(f"{package}=={version(package)}\0".encode())
-        except PackageNotFoundError:
-            pass
-    return digest.hexdigest()
+    return source_fingerprint((p for pattern in CODE for p in sorted(ROOT.glob(pattern))), PACKAGES)
 
 
 def model_files(path: str) -> list[tuple[str, int, int]]:
